@@ -1,0 +1,47 @@
+"""Command line: ``python -m comfyui_flipbook demo|make-test-models ...``."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# "module:function" writers of tiny random models, one per family. Each writes, under a ComfyUI
+# models folder, exactly the files and layouts that the shipped workflows name in their loaders.
+TEST_MODEL_WRITERS: list[str] = []
+
+
+def make_test_models(models_dir: str) -> list[str]:
+    written: list[str] = []
+    for spec in TEST_MODEL_WRITERS:
+        mod, fn = spec.split(":")
+        written += getattr(importlib.import_module(mod, __package__), fn)(models_dir)
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m comfyui_flipbook", description=__doc__)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    d = sub.add_parser("demo", help="animate the shipped clipart on the CPU, no model needed")
+    d.add_argument("--out", default="flipbook_demo.webp", help="output .webp or .gif")
+    d.add_argument("--image", default=None, help="another RGBA picture to animate")
+    d.add_argument("--frames", type=int, default=24)
+    d.add_argument("--preset", default="wave", choices=["still", "sway", "wave", "random"])
+    d.add_argument("--amplitude", type=float, default=0.08)
+    d.add_argument("--fps", type=float, default=12.0)
+    d.add_argument("--seed", type=int, default=0)
+    m = sub.add_parser("make-test-models", help="write tiny random models for the shipped workflows")
+    m.add_argument("models_dir")
+    args = ap.parse_args(argv)
+    if args.cmd == "make-test-models":
+        for path in make_test_models(args.models_dir):
+            print(path)
+        return 0
+    from .pipelines.clipart import run_demo
+    run_demo(args.out, image=args.image, frames=args.frames, preset=args.preset,
+             amplitude=args.amplitude, fps=args.fps, seed=args.seed)
+    print(args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,174 @@
+"""The one place that talks to ComfyUI. Everything is imported lazily, with plain fallbacks, so
+the nodes import and run in plain Python and in tests without ComfyUI installed.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+
+import torch
+
+from ..pipelines.errors import FlipbookInputError
+from ..pipelines.progress import StepCallback
+
+
+def _try_import(name: str):
+    try:
+        return __import__(name, fromlist=["_"])
+    except Exception:  # ComfyUI absent (plain Python, tests)
+        return None
+
+
+def in_comfyui() -> bool:
+    return _try_import("comfy.model_management") is not None
+
+
+# --- progress and cancel -------------------------------------------------------------------
+
+def progress_callback(total: int, desc: str = "Flipbook") -> StepCallback:
+    """A per-step callback for pipelines: ComfyUI's progress bar + cancel inside ComfyUI, a tqdm
+    bar outside. The pipeline calls it as ``cb(step, total)`` after every step."""
+    mm = _try_import("comfy.model_management")
+    utils = _try_import("comfy.utils")
+    if mm is None or utils is None:
+        from ..pipelines.progress import tqdm_callback
+        return tqdm_callback(desc, total)
+    bar = utils.ProgressBar(total)
+
+    def cb(step: int, n: int) -> None:
+        mm.throw_exception_if_processing_interrupted()
+        bar.update_absolute(step, n)
+
+    return cb
+
+
+def check_interrupted() -> None:
+    mm = _try_import("comfy.model_management")
+    if mm is not None:
+        mm.throw_exception_if_processing_interrupted()
+
+
+# --- devices -------------------------------------------------------------------------------
+
+def torch_device() -> torch.device:
+    mm = _try_import("comfy.model_management")
+    if mm is not None:
+        return mm.get_torch_device()
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def offload_device() -> torch.device:
+    mm = _try_import("comfy.model_management")
+    if mm is not None:
+        return mm.unet_offload_device()
+    return torch.device("cpu")
+
+
+def free_memory() -> None:
+    mm = _try_import("comfy.model_management")
+    if mm is not None:
+        mm.soft_empty_cache()
+    elif torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+# --- gradients inside ComfyUI's inference_mode ------------------------------------------------
+
+@contextlib.contextmanager
+def grad_enabled():
+    """ComfyUI runs every node under torch.inference_mode(); optimising nodes step out of it.
+    Inputs created under inference mode must be cloned before they join a graph."""
+    with torch.inference_mode(False), torch.enable_grad():
+        yield
+
+
+def detach_clone(x):
+    """Clone tensors (recursively through dicts/lists) so they can be used outside inference mode."""
+    if isinstance(x, torch.Tensor):
+        return x.detach().clone()
+    if isinstance(x, dict):
+        return {k: detach_clone(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return type(x)(detach_clone(v) for v in x)
+    return x
+
+
+# --- model folders -------------------------------------------------------------------------
+
+_EXTRA_FOLDERS: dict[str, tuple[list[str], set[str]]] = {}
+
+
+def models_root() -> str:
+    """Outside ComfyUI: $FLIPBOOK_MODELS_DIR, else ./models."""
+    fp = _try_import("folder_paths")
+    if fp is not None:
+        return fp.models_dir
+    return os.path.abspath(os.environ.get("FLIPBOOK_MODELS_DIR", "models"))
+
+
+def register_model_folder(name: str, extensions: set[str]) -> None:
+    """Add a model folder of our own (e.g. ``cpabmm``) to ComfyUI's folder_paths registry."""
+    fp = _try_import("folder_paths")
+    if fp is not None:
+        if name not in fp.folder_names_and_paths:
+            fp.folder_names_and_paths[name] = ([os.path.join(fp.models_dir, name)], set(extensions))
+        return
+    _EXTRA_FOLDERS[name] = ([os.path.join(models_root(), name)], set(extensions))
+
+
+def _folder(name: str) -> tuple[list[str], set[str]]:
+    fp = _try_import("folder_paths")
+    if fp is not None and name in fp.folder_names_and_paths:
+        paths, exts = fp.folder_names_and_paths[name]
+        return list(paths), set(exts)
+    if name in _EXTRA_FOLDERS:
+        return _EXTRA_FOLDERS[name]
+    return [os.path.join(models_root(), name)], set()
+
+
+def list_models(name: str, *, dirs: bool = False) -> list[str]:
+    """Files (or, with dirs=True, sub-folders) under a model folder; names relative to it."""
+    fp = _try_import("folder_paths")
+    if fp is not None and not dirs and name in fp.folder_names_and_paths:
+        return sorted(fp.get_filename_list(name))
+    roots, exts = _folder(name)
+    out = []
+    for root in roots:
+        if not os.path.isdir(root):
+            continue
+        if dirs:
+            out += [d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d))]
+            continue
+        for base, _, files in os.walk(root, followlinks=True):
+            for f in files:
+                if not exts or os.path.splitext(f)[1].lower() in exts:
+                    out.append(os.path.relpath(os.path.join(base, f), root).replace(os.sep, "/"))
+    return sorted(set(out))
+
+
+def model_path(folder: str, name: str, *, is_dir: bool = False) -> str:
+    """Resolve a model name inside a model folder. Refuses anything that escapes the folder."""
+    if not name or os.path.isabs(name) or ".." in name.replace("\\", "/").split("/"):
+        raise FlipbookInputError(f"{folder} model: expected a name inside the '{folder}' models folder, got {name!r}")
+    roots, _ = _folder(folder)
+    for root in roots:
+        root = os.path.realpath(root)
+        path = os.path.realpath(os.path.join(root, name))
+        if os.path.commonpath([root, path]) != root:
+            continue
+        if (os.path.isdir(path) if is_dir else os.path.isfile(path)):
+            return path
+    raise FlipbookInputError(
+        f"{folder} model: {name!r} not found in {roots}; put it in ComfyUI's models/{folder} folder "
+        "(or run `python -m comfyui_flipbook make-test-models MODELS_DIR` for tiny test models)")
+
+
+def input_image_path(name: str) -> str:
+    """Resolve a file in ComfyUI's input folder (our examples folder outside ComfyUI)."""
+    fp = _try_import("folder_paths")
+    root = fp.get_input_directory() if fp is not None else os.path.join(os.path.dirname(os.path.dirname(__file__)), "examples")
+    root = os.path.realpath(root)
+    path = os.path.realpath(os.path.join(root, name))
+    if os.path.commonpath([root, path]) != root or not os.path.isfile(path):
+        raise FlipbookInputError(f"file: expected a file inside the input folder {root}, got {name!r}")
+    return path
