@@ -103,21 +103,23 @@ def cotan_laplacian(mesh: Mesh) -> sp.csr_matrix:
     return mesh.cached("cotan_laplacian", build)
 
 
-def _edges(faces: np.ndarray):
-    """Undirected edges (i < j) with the opposite vertex of each side (r = -1 on the boundary)."""
+def mesh_edges(faces: np.ndarray):
+    """Undirected edges of a triangle mesh: (i, j) with i < j, the opposite vertex and the face
+    on each side (l, r, face_l, face_r; r = face_r = -1 on the boundary). Vectorised (a sort)."""
     a = faces.ravel()
     b = faces[:, [1, 2, 0]].ravel()
     c = faces[:, [2, 0, 1]].ravel()
+    face = np.repeat(np.arange(len(faces)), 3)
     lo, hi = np.minimum(a, b), np.maximum(a, b)
     order = np.lexsort((hi, lo))
-    lo, hi, c = lo[order], hi[order], c[order]
+    lo, hi, c, face = lo[order], hi[order], c[order], face[order]
     first = np.ones(len(lo), bool)
     first[1:] = (lo[1:] != lo[:-1]) | (hi[1:] != hi[:-1])
     start = np.nonzero(first)[0]
-    count = np.diff(np.append(start, len(lo)))
-    l = c[start]
-    r = np.where(count > 1, c[np.minimum(start + 1, len(lo) - 1)], -1)
-    return lo[start], hi[start], l, r
+    second = np.minimum(start + 1, len(lo) - 1)
+    paired = np.diff(np.append(start, len(lo))) > 1
+    return (lo[start], hi[start], c[start], np.where(paired, c[second], -1),
+            face[start], np.where(paired, face[second], -1))
 
 
 def _virtual_handles(mesh: Mesh, need: int) -> tuple[np.ndarray, np.ndarray]:
@@ -259,7 +261,7 @@ class MeshDeformer:
         faces = self.mesh.faces.numpy()
         rest = self.rest.numpy()
         n = self.mesh.num_vertices
-        i, j, l, r = _edges(faces)
+        i, j, l, r, _, _ = mesh_edges(faces)
         nbr = np.stack([i, j, l, np.where(r >= 0, r, i)], 1)     # [E,4]; a missing r repeats i
         valid = np.stack([np.ones_like(i), np.ones_like(i), np.ones_like(i), r >= 0], 1).astype(float)
         # Similarity fit of the rest neighbourhood (centred at v_i for conditioning):
