@@ -68,9 +68,9 @@ def face_jacobians(mesh_or_pair, vertices: torch.Tensor) -> torch.Tensor:
     Returned in the dtype of ``vertices``; differentiable.
     """
     rest, faces = _rest_and_faces(mesh_or_pair)
-    key = "hat_gradients"
     if isinstance(mesh_or_pair, Mesh):
-        grads = mesh_or_pair.cached(key, lambda: hat_gradients(rest, faces))[0]
+        grads = mesh_or_pair.cached("hat_gradients", lambda: hat_gradients(rest, faces))[0]
+        faces = mesh_or_pair.constant("faces")
     else:
         grads = hat_gradients(rest, faces)[0]
     if not isinstance(vertices, torch.Tensor) or vertices.dim() < 2 or \
@@ -234,9 +234,15 @@ class MeshDeformer:
             fail("solver", " / ".join(SOLVERS), repr(solver))
         check_range("constraint_lambda", float(constraint_lambda), 1e-6, 1e9)
         self.mesh, self.method, self.constraint_lambda = mesh, method, float(constraint_lambda)
+        # Built outside inference mode: a deformer made by a node also serves gradient code.
+        with torch.inference_mode(False):
+            self._build(solver)
+
+    def _build(self, solver: str) -> None:
+        mesh, method = self.mesh, self.method
         n = mesh.num_vertices
-        self.rest = mesh.vertices.to(torch.float64)
-        self.rest_keypoints = self.rest[mesh.keypoint_idx]
+        self.rest = mesh.constant("vertices").to(torch.float64)
+        self.rest_keypoints = self.rest[mesh.constant("keypoint_idx")]
         hv, hk = _virtual_handles(mesh, 2 if method == "arap" else 1)
         self.handle_vertex, self.handle_keypoint = torch.from_numpy(hv), torch.from_numpy(hk)
         weight = self.constraint_lambda * (ARAP_WEIGHT ** 2 if method == "arap" else 1.0)

@@ -62,16 +62,23 @@ class Mesh:
     def num_faces(self) -> int:
         return int(self.faces.shape[0])
 
-    def cached(self, key: str, build):
-        """``build()`` once per mesh; operators depend only on the rest mesh."""
+    def cached(self, key, build):
+        """``build()`` once per mesh; operators depend only on the rest mesh. Built outside
+        inference mode, so that a mesh made by a ComfyUI node also serves gradient code."""
         if key not in self.cache:
-            self.cache[key] = build()
+            with torch.inference_mode(False):
+                self.cache[key] = build()
         return self.cache[key]
+
+    def constant(self, name: str) -> torch.Tensor:
+        """A field (vertices, faces, keypoint_idx, texture, z) as a normal tensor: fields made
+        under torch.inference_mode() cannot be saved for backward."""
+        return self.cached(("constant", name), lambda: getattr(self, name).clone())
 
     def areas(self) -> torch.Tensor:
         """[F] float64 rest triangle areas (positive)."""
         def build():
-            v = self.vertices[self.faces]
+            v = self.vertices.clone()[self.faces.clone()]
             e1, e2 = v[:, 1] - v[:, 0], v[:, 2] - v[:, 0]
             return 0.5 * (e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0])
         return self.cached("areas", build)
@@ -173,7 +180,7 @@ def _lookup(img: np.ndarray, xy: np.ndarray) -> np.ndarray:
 
 def _mesh_scipy(domain, core, keypoints, spacing, simplify_eps, seed=0):
     """Boundary samples + jittered hexagonal interior lattice + keypoints -> Delaunay, keeping the
-    faces whose centroid is in the domain (and any face that covers a silhouette pixel)."""
+    faces whose centroid is in the domain (and any face that covers a ``core`` pixel centre)."""
     h, w = domain.shape
     inside = ndimage.distance_transform_edt(domain).astype(np.float32)
     boundary = _contours(domain, simplify_eps, spacing)
@@ -281,7 +288,10 @@ def build_mesh(image: torch.Tensor, mask: torch.Tensor | None, skeleton: Skeleto
     if not core.any():
         fail("mask", "a non-empty silhouette (some pixels with alpha/mask > 0)", "an empty mask")
     spacing = math.sqrt(2.0 * max_area)
-    domain = ndimage.distance_transform_edt(~core) <= margin_px if margin_px > 0 else core.copy()
+    # Texels whose bilinear footprint reaches a visible texel (the 3x3 neighbourhood): after any
+    # warp, every sample with alpha > 0 then lies inside the mesh. The margin is added beyond it.
+    support = ndimage.binary_dilation(core, np.ones((3, 3), bool))
+    domain = ndimage.distance_transform_edt(~support) <= margin_px if margin_px > 0 else support
     kp = skeleton.points.double().numpy()
     # A disc around every keypoint: keypoints slightly outside the silhouette are still meshed.
     r_kp = max(margin_px + 0.5, 0.5 * spacing)
@@ -298,7 +308,7 @@ def build_mesh(image: torch.Tensor, mask: torch.Tensor | None, skeleton: Skeleto
     if backend == "triangle":
         v, f, kp_vertex = _mesh_triangle(domain, kp, spacing, simplify_eps, max_area, min_angle)
     else:
-        v, f, kp_vertex = _mesh_scipy(domain, core, kp, spacing, simplify_eps)
+        v, f, kp_vertex = _mesh_scipy(domain, support, kp, spacing, simplify_eps)
     # Orient counter-clockwise in image coordinates (positive (b-a)x(c-a), y down), drop
     # degenerate faces and unreferenced vertices.
     a2 = _signed_area2(v, f)

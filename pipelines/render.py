@@ -64,7 +64,8 @@ def _row_spans(tri: torch.Tensor, height: int, width: int):
 @torch.no_grad()
 def rasterize_face_ids(vertices: torch.Tensor, faces: torch.Tensor, rank: torch.Tensor,
                        size: tuple[int, int]) -> torch.Tensor:
-    """Face-ID pass: [T,H,W] int64 index of the visible face at every pixel centre, -1 for none.
+    """Face-ID pass: [T,H,W] int64 draw rank of the visible face at every pixel centre (-1 for
+    none); ``argsort(rank)[value]`` is the face index.
 
     vertices: [T,V,2] px (x, y), pixel centres at integers; faces: [F,3]; rank: [F] draw rank
     (a permutation; the highest rank covering a pixel wins).
@@ -93,9 +94,7 @@ def rasterize_face_ids(vertices: torch.Tensor, faces: torch.Tensor, rank: torch.
         span = torch.repeat_interleave(torch.arange(tid.numel()), count)
         offset = torch.arange(span.numel()) - (torch.cumsum(count, 0) - count)[span]
         best.scatter_reduce_(0, base[span] + offset, rank_all[g][span], reduce="amax")
-    order = torch.argsort(rank)
-    out = torch.where(best >= 0, order[best.clamp(min=0)], best)
-    return out.view(t_count, h, w)
+    return best.view(t_count, h, w)
 
 
 def draw_rank(mesh: Mesh) -> torch.Tensor:
@@ -110,32 +109,30 @@ def draw_rank(mesh: Mesh) -> torch.Tensor:
     return mesh.cached(key, build)
 
 
-def _premultiplied(mesh: Mesh, dtype: torch.dtype) -> torch.Tensor:
-    """[(H+2)*(W+2), 4] premultiplied RGBA texels with a one-texel transparent border."""
+def _texel_quads(mesh: Mesh, dtype: torch.dtype) -> torch.Tensor:
+    """[(H+2)*(W+2), 16] premultiplied RGBA of the 2x2 texels right/below of every texel of the
+    texture padded with transparent texels (1 before, 2 after): one gather per bilinear sample."""
     def build():
         tex = mesh.texture.to(dtype)
         pre = torch.cat([tex[:3] * tex[3:], tex[3:]], 0)
-        pre = torch.nn.functional.pad(pre, (1, 1, 1, 1))
-        return pre.permute(1, 2, 0).reshape(-1, 4).contiguous()
-    return mesh.cached(("premultiplied", dtype), build)
+        pre = torch.nn.functional.pad(pre, (1, 2, 1, 2)).permute(1, 2, 0)     # [H+3,W+3,4]
+        quad = torch.cat([pre[:-1, :-1], pre[:-1, 1:], pre[1:, :-1], pre[1:, 1:]], -1)
+        return quad.reshape(-1, 16).contiguous()
+    return mesh.cached(("texel_quads", dtype), build)
 
 
-def _sample_bilinear(table: torch.Tensor, size: tuple[int, int], uv: torch.Tensor) -> torch.Tensor:
-    """Bilinear texture look-up at uv [N,2] (texel centres at integers, zeros outside)."""
+def _sample_bilinear(quads: torch.Tensor, size: tuple[int, int], uv: torch.Tensor) -> torch.Tensor:
+    """Bilinear premultiplied-RGBA look-up at uv [N,2] (texel centres at integers, transparent
+    outside): ``grid_sample(bilinear, align_corners=False, padding_mode="zeros")``."""
     h, w = size
     x = uv[:, 0].clamp(-1.0, float(w)) + 1.0            # into the padded texture
     y = uv[:, 1].clamp(-1.0, float(h)) + 1.0
     x0, y0 = torch.floor(x), torch.floor(y)
-    fx, fy = (x - x0)[:, None], (y - y0)[:, None]
-    ix = x0.long().clamp(0, w)
-    iy = y0.long().clamp(0, h)
-    stride = w + 2
-    i00 = iy * stride + ix
-    t00, t01 = table[i00], table[i00 + 1]
-    t10, t11 = table[i00 + stride], table[i00 + stride + 1]
-    top = t00 + fx * (t01 - t00)
-    bottom = t10 + fx * (t11 - t10)
-    return top + fy * (bottom - top)
+    fx, fy = x - x0, y - y0
+    q = quads[y0.long() * (w + 2) + x0.long()].view(-1, 4, 4)
+    gx, hx = 1 - fx, fx
+    weights = torch.stack([gx * (1 - fy), hx * (1 - fy), gx * fy, hx * fy], 1)
+    return (weights[:, :, None] * q).sum(1)
 
 
 def render_mesh(mesh: Mesh, vertices: torch.Tensor, *, background=(1.0, 1.0, 1.0),
@@ -173,9 +170,10 @@ def render_mesh(mesh: Mesh, vertices: torch.Tensor, *, background=(1.0, 1.0, 1.0
         fail("out_size", "a positive (height, width)", repr(out_size))
     scale = torch.tensor([w / w0, h / h0], dtype=torch.float64)
     scaled = verts.detach().double() if (h, w) == (h0, w0) else (verts.detach().double() + 0.5) * scale - 0.5
-    ids = rasterize_face_ids(scaled, mesh.faces, draw_rank(mesh), (h, w)).view(-1)
+    rank = draw_rank(mesh)
+    ids = rasterize_face_ids(scaled, mesh.faces, rank, (h, w)).view(-1)
     hit = torch.nonzero(ids >= 0).squeeze(1)
-    face = ids[hit]
+    face = torch.argsort(rank)[ids[hit]]
     n_frames = verts.shape[0]
     frame = torch.div(hit, h * w, rounding_mode="floor")
     pix = hit - frame * (h * w)
@@ -183,8 +181,9 @@ def render_mesh(mesh: Mesh, vertices: torch.Tensor, *, background=(1.0, 1.0, 1.0
     if (h, w) != (h0, w0):
         p = (p + 0.5) / scale.to(dtype) - 0.5          # output pixel centre -> canvas px
     # Per (frame, face) affine correction to rest-texture coordinates (see module doc).
-    rest = mesh.vertices.to(dtype)[mesh.faces]            # [F,3,2]
-    cur = verts[:, mesh.faces]                            # [T,F,3,2]
+    faces = mesh.constant("faces")
+    rest = mesh.constant("vertices").to(dtype)[faces]     # [F,3,2]
+    cur = verts[:, faces]                                 # [T,F,3,2]
     e = cur[..., 1:, :] - cur[..., :1, :]                 # [T,F,2(edge),2(xy)]
     er = rest[:, 1:, :] - rest[:, :1, :]
     det = e[..., 0, 0] * e[..., 1, 1] - e[..., 0, 1] * e[..., 1, 0]
@@ -201,7 +200,7 @@ def render_mesh(mesh: Mesh, vertices: torch.Tensor, *, background=(1.0, 1.0, 1.0
     uv = p + params[:, 4:6] + torch.stack(
         [params[:, 0] * q[:, 0] + params[:, 1] * q[:, 1],
          params[:, 2] * q[:, 0] + params[:, 3] * q[:, 1]], 1)
-    rgba = _sample_bilinear(_premultiplied(mesh, dtype), (h0, w0), uv)   # [N,4] premultiplied
+    rgba = _sample_bilinear(_texel_quads(mesh, dtype), (h0, w0), uv)   # [N,4] premultiplied
     bg = torch.as_tensor(background, dtype=dtype)
     color = rgba[:, :3] + (1 - rgba[:, 3:]) * bg
     image = bg.expand(n_frames * h * w, 3).clone()

@@ -282,3 +282,21 @@ def test_metrics(character, inference):
     assert m["geometric_deviation"] > 5 and m["deformation_smoothness"] > 5
     with pytest.raises(FlipbookInputError):
         animation_metrics(mesh, v0)
+
+
+def test_objects_made_in_inference_mode_serve_gradient_code(tiny_mesh):
+    # A node builds mesh and deformer under inference mode; an optimiser later needs gradients.
+    image, skeleton = synthetic_character(48)
+    with torch.inference_mode():
+        mesh = build_mesh(image, None, skeleton, max_area=12.0)
+        deformer = MeshDeformer(mesh)
+        arap = MeshDeformer(mesh, "arap")
+    from comfyui_flipbook.pipelines.render import render_mesh
+    targets = skeleton.points.double()[None].clone().requires_grad_()
+    for d in (deformer, arap):
+        verts = d.deform(targets)
+        image_out, _ = render_mesh(mesh, verts)
+        (image_out.sum() + face_jacobians(mesh, verts).sum()).backward()
+        assert targets.grad is not None and torch.isfinite(targets.grad).all()
+        assert targets.grad.abs().sum() > 0
+        targets.grad = None
