@@ -172,3 +172,32 @@ def input_image_path(name: str) -> str:
     if os.path.commonpath([root, path]) != root or not os.path.isfile(path):
         raise FlipbookInputError(f"file: expected a file inside the input folder {root}, got {name!r}")
     return path
+
+
+# --- shipped example inputs ----------------------------------------------------------------
+
+EXAMPLE_SUFFIXES = (".png", ".webp", ".jpg", ".json")
+
+
+def install_example_inputs() -> list[str]:
+    """Copy the pack's example pictures, frames and pose files into ComfyUI's input folder, so the
+    shipped workflows run on a fresh ComfyUI with nothing copied by hand. Never overwrites a file."""
+    import shutil
+
+    fp = _try_import("folder_paths")
+    if fp is None:
+        return []
+    src = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
+    dst = fp.get_input_directory()
+    copied = []
+    try:
+        os.makedirs(dst, exist_ok=True)
+        for name in sorted(os.listdir(src)):
+            target = os.path.join(dst, name)
+            if name.lower().endswith(EXAMPLE_SUFFIXES) and not os.path.exists(target):
+                shutil.copyfile(os.path.join(src, name), target)
+                copied.append(target)
+    except OSError as exc:  # a read-only input folder must not stop the pack from loading
+        import logging
+        logging.getLogger("comfyui_flipbook").warning("could not copy example inputs: %s", exc)
+    return copied
