@@ -164,9 +164,9 @@ def model_path(folder: str, name: str, *, is_dir: bool = False) -> str:
 
 
 def input_image_path(name: str) -> str:
-    """Resolve a file in ComfyUI's input folder (our examples folder outside ComfyUI)."""
+    """Resolve a file in ComfyUI's input folder (the pack's assets folder outside ComfyUI)."""
     fp = _try_import("folder_paths")
-    root = fp.get_input_directory() if fp is not None else os.path.join(os.path.dirname(os.path.dirname(__file__)), "examples")
+    root = fp.get_input_directory() if fp is not None else os.path.join(os.path.dirname(os.path.dirname(__file__)), "assets")
     root = os.path.realpath(root)
     path = os.path.realpath(os.path.join(root, name))
     if os.path.commonpath([root, path]) != root or not os.path.isfile(path):
@@ -174,7 +174,7 @@ def input_image_path(name: str) -> str:
     return path
 
 
-# --- shipped example inputs ----------------------------------------------------------------
+# --- shipped assets (example inputs) ----------------------------------------------------------------
 
 EXAMPLE_SUFFIXES = (".png", ".webp", ".jpg", ".json")
 
@@ -187,7 +187,7 @@ def install_example_inputs() -> list[str]:
     fp = _try_import("folder_paths")
     if fp is None:
         return []
-    src = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
+    src = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets")
     dst = fp.get_input_directory()
     copied = []
     try:

@@ -17,7 +17,7 @@ from .progress import StepCallback, report
 from .render import render_mesh
 from .skeleton import Skeleton
 
-EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
+EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets")
 DEMO_IMAGE = os.path.join(EXAMPLES, "flipbook_character.png")
 DEMO_KEYPOINTS = os.path.join(EXAMPLES, "flipbook_character.keypoints.json")
 

@@ -1,6 +1,6 @@
-"""Draws examples/flipbook_character.png (the demo clipart) and its keypoints.
+"""Draws assets/flipbook_character.png (the demo clipart) and its keypoints.
 
-Run: python examples/make_character.py. The picture is ours (drawn here with PIL primitives), so the
+Run: python assets/make_character.py. The picture is ours (drawn here with PIL primitives), so the
 pack ships it under the pack's own licence.
 """
 import json
