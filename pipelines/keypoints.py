@@ -178,7 +178,7 @@ def skeletons_from_pose(pose_keypoint, *, person: int = 0, merge_face: bool = Tr
     edges = sorted({tuple(sorted((index[a], index[b]))) for a, b in OPENPOSE_LIMBS
                     if a in index and b in index and index[a] != index[b]})
     # joints orphaned by a missing parent hang from the nearest kept joint
-    pts0 = torch.tensor([seq[0, js, :2].mean(0) for js in groups], dtype=torch.float32)
+    pts0 = torch.tensor(np.stack([seq[0, js, :2].mean(0) for js in groups]), dtype=torch.float32)
     edges_t = torch.tensor(edges, dtype=torch.long).reshape(-1, 2)
     edges_t = _connect_components(pts0, edges_t)
     root = names.index("neck") if "neck" in names else graph_centre(len(groups), edges_t)
