@@ -62,13 +62,13 @@ def _row_spans(tri: torch.Tensor, height: int, width: int):
 
 
 @torch.no_grad()
-def rasterize_face_ids(vertices: torch.Tensor, faces: torch.Tensor, rank: torch.Tensor,
-                       size: tuple[int, int]) -> torch.Tensor:
-    """Face-ID pass: [T,H,W] int64 draw rank of the visible face at every pixel centre (-1 for
-    none); ``argsort(rank)[value]`` is the face index.
+def rasterize(vertices: torch.Tensor, faces: torch.Tensor, rank: torch.Tensor,
+              size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Face-ID pass, sparse: (frame, y, x, face) int64 [N] of every covered pixel centre.
 
     vertices: [T,V,2] px (x, y), pixel centres at integers; faces: [F,3]; rank: [F] draw rank
-    (a permutation; the highest rank covering a pixel wins).
+    (a permutation; the highest rank covering a pixel wins). Works in the bounding box of all
+    frames' triangles, so the buffers scale with the animated area, not the canvas.
     """
     h, w = size
     t_count = vertices.shape[0]
@@ -77,24 +77,48 @@ def rasterize_face_ids(vertices: torch.Tensor, faces: torch.Tensor, rank: torch.
     e1, e2 = tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]
     area2 = e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]
     valid = torch.nonzero(area2.abs() > 1e-12).squeeze(1)
-    best = torch.full((t_count * h * w,), -1, dtype=torch.long)
-    rank_all = rank.repeat(t_count)
+    empty = torch.zeros(0, dtype=torch.long)
+    if len(valid) == 0:
+        return empty, empty, empty, empty
+    lo = torch.ceil(tri[valid].amin((0, 1)) - _EDGE_EPS).clamp(min=0)
+    hi = torch.floor(tri[valid].amax((0, 1)) + _EDGE_EPS)
+    x_lo, y_lo = int(lo[0]), int(lo[1])
+    bw, bh = min(int(hi[0]), w - 1) - x_lo + 1, min(int(hi[1]), h - 1) - y_lo + 1
+    if bw <= 0 or bh <= 0:
+        return empty, empty, empty, empty
+    tri = tri - torch.tensor([x_lo, y_lo], dtype=torch.float64)          # box coordinates
+    best = torch.full((t_count * bh * bw,), -1, dtype=torch.int32)
+    rank_all = rank.to(torch.int32).repeat(t_count)
     # Chunk over triangles by their bounding-box size so the expanded spans stay bounded.
     bbox = (tri[valid].amax(1) - tri[valid].amin(1) + 1).clamp(min=1).prod(1)
     csum = torch.cumsum(bbox, 0)
-    n_chunks = int(csum[-1] // _CHUNK) + 1 if len(valid) else 0
+    n_chunks = int(csum[-1] // _CHUNK) + 1
     cuts = torch.searchsorted(csum, torch.arange(1, n_chunks, dtype=csum.dtype) * _CHUNK)
     for ids in valid.tensor_split(cuts):
-        tid, y, x0, count = _row_spans(tri[ids], h, w)
+        tid, y, x0, count = _row_spans(tri[ids], bh, bw)
         if tid.numel() == 0:
             continue
         g = ids[tid]                                      # global (frame, face) index
-        frame = torch.div(g, n_faces, rounding_mode="floor")
-        base = frame * (h * w) + y * w + x0
+        base = torch.div(g, n_faces, rounding_mode="floor") * (bh * bw) + y * bw + x0
         span = torch.repeat_interleave(torch.arange(tid.numel()), count)
         offset = torch.arange(span.numel()) - (torch.cumsum(count, 0) - count)[span]
         best.scatter_reduce_(0, base[span] + offset, rank_all[g][span], reduce="amax")
-    return best.view(t_count, h, w)
+    hit = torch.nonzero(best >= 0).squeeze(1)
+    face = torch.argsort(rank)[best[hit].long()]
+    frame = torch.div(hit, bh * bw, rounding_mode="floor")
+    rem = hit - frame * (bh * bw)
+    y = torch.div(rem, bw, rounding_mode="floor")
+    return frame, y + y_lo, rem - y * bw + x_lo, face
+
+
+def rasterize_face_ids(vertices: torch.Tensor, faces: torch.Tensor, rank: torch.Tensor,
+                       size: tuple[int, int]) -> torch.Tensor:
+    """Face-ID pass, dense: [T,H,W] int64 index of the visible face at every pixel centre, -1
+    where no face covers it (see :func:`rasterize`)."""
+    frame, y, x, face = rasterize(vertices, faces, rank, size)
+    out = torch.full((vertices.shape[0], *size), -1, dtype=torch.long)
+    out[frame, y, x] = face
+    return out
 
 
 def draw_rank(mesh: Mesh) -> torch.Tensor:
@@ -170,14 +194,10 @@ def render_mesh(mesh: Mesh, vertices: torch.Tensor, *, background=(1.0, 1.0, 1.0
         fail("out_size", "a positive (height, width)", repr(out_size))
     scale = torch.tensor([w / w0, h / h0], dtype=torch.float64)
     scaled = verts.detach().double() if (h, w) == (h0, w0) else (verts.detach().double() + 0.5) * scale - 0.5
-    rank = draw_rank(mesh)
-    ids = rasterize_face_ids(scaled, mesh.faces, rank, (h, w)).view(-1)
-    hit = torch.nonzero(ids >= 0).squeeze(1)
-    face = torch.argsort(rank)[ids[hit]]
+    frame, y, x, face = rasterize(scaled, mesh.faces, draw_rank(mesh), (h, w))
     n_frames = verts.shape[0]
-    frame = torch.div(hit, h * w, rounding_mode="floor")
-    pix = hit - frame * (h * w)
-    p = torch.stack([pix % w, torch.div(pix, w, rounding_mode="floor")], 1).to(dtype)
+    hit = (frame * h + y) * w + x
+    p = torch.stack([x, y], 1).to(dtype)
     if (h, w) != (h0, w0):
         p = (p + 0.5) / scale.to(dtype) - 0.5          # output pixel centre -> canvas px
     # Per (frame, face) affine correction to rest-texture coordinates (see module doc).
@@ -204,9 +224,10 @@ def render_mesh(mesh: Mesh, vertices: torch.Tensor, *, background=(1.0, 1.0, 1.0
     bg = torch.as_tensor(background, dtype=dtype)
     color = rgba[:, :3] + (1 - rgba[:, 3:]) * bg
     image = bg.expand(n_frames * h * w, 3).clone()
-    image = image.index_put((hit,), color)
+    image.index_put_((hit,), color)
     image = image.view(n_frames, h, w, 3).to(device)
     if not return_alpha:
         return image, None
-    alpha = torch.zeros(n_frames * h * w, dtype=dtype).index_put((hit,), rgba[:, 3])
+    alpha = torch.zeros(n_frames * h * w, dtype=dtype)
+    alpha.index_put_((hit,), rgba[:, 3])
     return image, alpha.view(n_frames, h, w).to(device)
