@@ -12,7 +12,8 @@ Two passes per frame batch:
    correction term is exactly 0 in floating point, so the identity warp reproduces the input
    exactly. The premultiplied RGBA texture is sampled bilinearly there (the same as
    ``grid_sample(bilinear, align_corners=False, padding_mode="zeros")`` with pixel centres at
-   integers) and composited over the background. Differentiable wrt the vertices.
+   integers, through a power-of-two zero-padded texture so that this stays exact) and
+   composited over the background. Differentiable wrt the vertices.
 
 Premultiplied interpolation keeps the colour of fully transparent texels out of edge pixels.
 """
@@ -133,30 +134,28 @@ def draw_rank(mesh: Mesh) -> torch.Tensor:
     return mesh.cached(key, build)
 
 
-def _texel_quads(mesh: Mesh, dtype: torch.dtype) -> torch.Tensor:
-    """[(H+2)*(W+2), 16] premultiplied RGBA of the 2x2 texels right/below of every texel of the
-    texture padded with transparent texels (1 before, 2 after): one gather per bilinear sample."""
+def _padded_texture(mesh: Mesh, dtype: torch.dtype) -> torch.Tensor:
+    """[1,4,Hp,Wp] premultiplied RGBA, zero-padded (transparent) to power-of-two sizes: the
+    normalised grid ``(2u+1)/Wp - 1`` and grid_sample's un-normalisation are then exact in
+    floating point, so integer texel positions read texels exactly."""
     def build():
         tex = mesh.texture.to(dtype)
         pre = torch.cat([tex[:3] * tex[3:], tex[3:]], 0)
-        pre = torch.nn.functional.pad(pre, (1, 2, 1, 2)).permute(1, 2, 0)     # [H+3,W+3,4]
-        quad = torch.cat([pre[:-1, :-1], pre[:-1, 1:], pre[1:, :-1], pre[1:, 1:]], -1)
-        return quad.reshape(-1, 16).contiguous()
-    return mesh.cached(("texel_quads", dtype), build)
+        h, w = pre.shape[1:]
+        hp, wp = 1 << max(h - 1, 1).bit_length(), 1 << max(w - 1, 1).bit_length()
+        return torch.nn.functional.pad(pre, (0, wp - w, 0, hp - h))[None].contiguous()
+    return mesh.cached(("padded_texture", dtype), build)
 
 
-def _sample_bilinear(quads: torch.Tensor, size: tuple[int, int], uv: torch.Tensor) -> torch.Tensor:
-    """Bilinear premultiplied-RGBA look-up at uv [N,2] (texel centres at integers, transparent
-    outside): ``grid_sample(bilinear, align_corners=False, padding_mode="zeros")``."""
-    h, w = size
-    x = uv[:, 0].clamp(-1.0, float(w)) + 1.0            # into the padded texture
-    y = uv[:, 1].clamp(-1.0, float(h)) + 1.0
-    x0, y0 = torch.floor(x), torch.floor(y)
-    fx, fy = x - x0, y - y0
-    q = quads[y0.long() * (w + 2) + x0.long()].view(-1, 4, 4)
-    gx, hx = 1 - fx, fx
-    weights = torch.stack([gx * (1 - fy), hx * (1 - fy), gx * fy, hx * fy], 1)
-    return (weights[:, :, None] * q).sum(1)
+def _sample_bilinear(texture: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
+    """Premultiplied RGBA [N,4] at uv [N,2] (texel centres at integers, transparent outside):
+    ``grid_sample(bilinear, align_corners=False, padding_mode="zeros")``."""
+    hp, wp = texture.shape[-2:]
+    size = torch.tensor([wp, hp], dtype=uv.dtype)
+    grid = (2 * uv + 1) / size - 1
+    out = torch.nn.functional.grid_sample(texture, grid.view(1, 1, -1, 2), mode="bilinear",
+                                          padding_mode="zeros", align_corners=False)
+    return out.view(4, -1).t()
 
 
 def render_mesh(mesh: Mesh, vertices: torch.Tensor, *, background=(1.0, 1.0, 1.0),
@@ -215,15 +214,18 @@ def render_mesh(mesh: Mesh, vertices: torch.Tensor, *, background=(1.0, 1.0, 1.0
     d = diff @ inv                                        # [T,F,2,2]
     shift = rest[:, 0, :] - cur[..., 0, :]                # [T,F,2]
     params = torch.cat([d.reshape(n_frames, -1, 4), shift, cur[..., 0, :]], -1)
-    params = params.reshape(-1, 8)[frame * mesh.num_faces + face]   # [N,8]
+    params = params.reshape(-1, 8).index_select(0, frame * mesh.num_faces + face)   # [N,8]
     q = p - params[:, 6:8]
     uv = p + params[:, 4:6] + torch.stack(
         [params[:, 0] * q[:, 0] + params[:, 1] * q[:, 1],
          params[:, 2] * q[:, 0] + params[:, 3] * q[:, 1]], 1)
-    rgba = _sample_bilinear(_texel_quads(mesh, dtype), (h0, w0), uv)   # [N,4] premultiplied
+    rgba = _sample_bilinear(_padded_texture(mesh, dtype), uv)    # [N,4] premultiplied
     bg = torch.as_tensor(background, dtype=dtype)
     color = rgba[:, :3] + (1 - rgba[:, 3:]) * bg
-    image = bg.expand(n_frames * h * w, 3).clone()
+    if bg.min() == bg.max():                              # grey backgrounds: a plain fill
+        image = torch.full((n_frames * h * w, 3), float(bg[0]), dtype=dtype)
+    else:
+        image = bg.expand(n_frames * h * w, 3).clone()
     image.index_put_((hit,), color)
     image = image.view(n_frames, h, w, 3).to(device)
     if not return_alpha:
