@@ -101,9 +101,12 @@ def rasterize(vertices: torch.Tensor, faces: torch.Tensor, rank: torch.Tensor,
             continue
         g = ids[tid]                                      # global (frame, face) index
         base = torch.div(g, n_faces, rounding_mode="floor") * (bh * bw) + y * bw + x0
-        span = torch.repeat_interleave(torch.arange(tid.numel()), count)
-        offset = torch.arange(span.numel()) - (torch.cumsum(count, 0) - count)[span]
-        best.scatter_reduce_(0, base[span] + offset, rank_all[g][span], reduce="amax")
+        # Pixel k of a span sits at base + k: expand spans without per-pixel gathers.
+        first = torch.cumsum(count, 0) - count
+        total = int(first[-1] + count[-1])
+        pix = torch.repeat_interleave(base - first, count, output_size=total) + torch.arange(total)
+        src = torch.repeat_interleave(rank_all[g], count, output_size=total)
+        best.scatter_reduce_(0, pix, src, reduce="amax")
     hit = torch.nonzero(best >= 0).squeeze(1)
     face = torch.argsort(rank)[best[hit].long()]
     frame = torch.div(hit, bh * bw, rounding_mode="floor")
@@ -196,9 +199,10 @@ def render_mesh(mesh: Mesh, vertices: torch.Tensor, *, background=(1.0, 1.0, 1.0
     frame, y, x, face = rasterize(scaled, mesh.faces, draw_rank(mesh), (h, w))
     n_frames = verts.shape[0]
     hit = (frame * h + y) * w + x
-    p = torch.stack([x, y], 1).to(dtype)
-    if (h, w) != (h0, w0):
-        p = (p + 0.5) / scale.to(dtype) - 0.5          # output pixel centre -> canvas px
+    px, py = x.to(dtype), y.to(dtype)
+    if (h, w) != (h0, w0):                                # output pixel centre -> canvas px
+        px = (px + 0.5) * (w0 / w) - 0.5
+        py = (py + 0.5) * (h0 / h) - 0.5
     # Per (frame, face) affine correction to rest-texture coordinates (see module doc).
     faces = mesh.constant("faces")
     rest = mesh.constant("vertices").to(dtype)[faces]     # [F,3,2]
@@ -210,15 +214,13 @@ def render_mesh(mesh: Mesh, vertices: torch.Tensor, *, background=(1.0, 1.0, 1.0
     # inv(E) with E = [e1 e2] as columns; D = (E_R - E) inv(E).
     inv = torch.stack([torch.stack([e[..., 1, 1], -e[..., 1, 0]], -1),
                        torch.stack([-e[..., 0, 1], e[..., 0, 0]], -1)], -2) / det[..., None, None]
-    diff = (er - e).transpose(-1, -2)                     # columns r_i - e_i
-    d = diff @ inv                                        # [T,F,2,2]
+    d = (er - e).transpose(-1, -2) @ inv                  # [T,F,2,2], columns r_i - e_i
     shift = rest[:, 0, :] - cur[..., 0, :]                # [T,F,2]
     params = torch.cat([d.reshape(n_frames, -1, 4), shift, cur[..., 0, :]], -1)
-    params = params.reshape(-1, 8).index_select(0, frame * mesh.num_faces + face)   # [N,8]
-    q = p - params[:, 6:8]
-    uv = p + params[:, 4:6] + torch.stack(
-        [params[:, 0] * q[:, 0] + params[:, 1] * q[:, 1],
-         params[:, 2] * q[:, 0] + params[:, 3] * q[:, 1]], 1)
+    prm = params.reshape(-1, 8).index_select(0, frame * mesh.num_faces + face).unbind(1)
+    qx, qy = px - prm[6], py - prm[7]
+    uv = torch.stack([px + prm[4] + prm[0] * qx + prm[1] * qy,
+                      py + prm[5] + prm[2] * qx + prm[3] * qy], 1)
     rgba = _sample_bilinear(_padded_texture(mesh, dtype), uv)    # [N,4] premultiplied
     bg = torch.as_tensor(background, dtype=dtype)
     color = rgba[:, :3] + (1 - rgba[:, 3:]) * bg
