@@ -377,3 +377,28 @@ def test_frontend_loads_every_workflow(server, object_info, browser_page, tmp_pa
         print(f"[comfyui] frontend: {path.name} loaded ({len(wf['nodes'])} nodes), "
               f"graphToPrompt -> {len(prompt)} nodes; screenshot {shot}")
     assert not page.page_errors, f"uncaught errors in the page: {page.page_errors}"
+
+
+def test_template_browser_shows_and_opens_workflows(server, browser_page, tmp_path_factory):
+    """The user's path: Templates -> ComfyUI-Flipbook -> a card loads that workflow onto the canvas."""
+    assert UI_WORKFLOWS, f"no UI-format workflows in {REPO / 'workflows'}"
+    page = browser_page
+    shots = Path(os.environ.get("FLIPBOOK_SCREENSHOT_DIR") or tmp_path_factory.mktemp("screenshots"))
+    shots.mkdir(parents=True, exist_ok=True)
+    for path in UI_WORKFLOWS:
+        page.evaluate("() => app.graph.clear()")
+        page.keyboard.press("Escape")
+        page.evaluate("async () => { await app.extensionManager.command.execute('Comfy.BrowseTemplates'); }")
+        page.get_by_text(PACK_NAME, exact=True).first.click(timeout=30_000)
+        card = page.get_by_text(path.stem, exact=True).first
+        card.wait_for(state="visible", timeout=30_000)
+        if path == UI_WORKFLOWS[0]:
+            page.screenshot(path=str(shots / "template_browser.png"))
+        card.click()
+        want = sorted(f"{n['id']}:{n['type']}" for n in json.loads(path.read_text())["nodes"])
+        page.wait_for_function(
+            "(want) => JSON.stringify((app.graph._nodes ?? app.graph.nodes).map(n => `${n.id}:${n.type}`).sort())"
+            " === JSON.stringify(want)", arg=want, timeout=30_000)
+    print(f"[comfyui] template browser: {PACK_NAME} shows and opens {[p.stem for p in UI_WORKFLOWS]}; "
+          f"screenshot {shots / 'template_browser.png'}")
+    assert not page.page_errors, f"uncaught errors in the page: {page.page_errors}"
