@@ -355,7 +355,8 @@ def test_frontend_loads_every_workflow(server, object_info, browser_page, tmp_pa
         assert not state["broken"], f"{path.name}: nodes loaded as missing/broken {state['broken']}"
         assert state["types"] == sorted(f"{n['id']}:{n['type']}" for n in wf["nodes"]), (
             f"{path.name}: graph after load {state['types']}")
-        page.evaluate("() => app.canvas.setDirty(true, true)")
+        page.evaluate("async () => { try { await app.extensionManager.command.execute('Comfy.Canvas.FitView'); }"
+                      " catch (e) {} app.canvas.setDirty(true, true); }")
         page.wait_for_timeout(500)
         shot = shots / f"{path.stem}.png"
         page.screenshot(path=str(shot))
