@@ -84,7 +84,7 @@ def fit_theta(tess: Tessellation, moving, fixed, *, method: str = "lm", iteratio
               lr: float = 1e-2, nsteps: int = 20, prior_strength: float = 1e-6,
               length_scale: float = 0.1, weights=None, theta0=None, pixel_size=None,
               theta_prev=None, temporal_weight: float = 0.0, loss: str = "squared",
-              norm_group: int = 1, tol_px: float = 0.01,
+              norm_group: int = 1, tol_px: float = 0.05,
               callback: StepCallback | None = None) -> FitResult:
     """Fit θ [n, d] so that ``T_θ(moving) ≈ fixed``.
 

@@ -224,19 +224,26 @@ def transform_jacobian(tess: Tessellation, points: torch.Tensor, theta: torch.Te
     theta = check_theta(tess, theta).detach()
     points = _as_batch(points.to(theta.dtype).detach(), theta.shape[0])
     a = theta_to_affine(tess, theta) * (float(t) / nsteps)
-    table, dtab = expm_affine_with_derivative(a)                # [n,nC,6], [n,nC,6,6]
-    out, traj = integrate(points, table, tess.nx, tess.ny, nsteps, record=True)
-    b = tess.basis.to(theta.device, theta.dtype) * (float(t) / nsteps)   # ∂(A t/N)/∂θ
     n, p = points.shape[:2]
+    nc = tess.num_cells
+    table = expm_affine(a).reshape(n, nc, 6)
+    out, traj = integrate(points, table, tess.nx, tess.ny, nsteps, record=True)
+    # ∂Trel/∂A only where a trajectory went: a few dozen of the nC cells for keypoint fits
+    code = torch.cat([idx for _, _, idx in traj]).unique()
+    local = code % nc
+    vis = code - local + 4 * (local // 4) + _CODE_TO_TRI.to(code.device)[local % 4]      # triangle order
+    _, dv = expm_affine_with_derivative(a.reshape(n * nc, 2, 3).index_select(0, vis))   # [V, 6, 6]
+    bv = (tess.basis.to(theta.device, theta.dtype) * (float(t) / nsteps)).view(nc, 6, -1)[vis % nc]  # ∂(A t/N)/∂θ
+    owner = vis // nc
     if cotangent is None:
         eye = torch.eye(2, dtype=theta.dtype, device=theta.device)
-        lam = eye.expand(n, p, 2, 2)
-        g = _backward(traj, table, lam, per_row=True)           # [n, P, 2, nC, 6]
-        ga = torch.einsum("npmci,ncik->npmck", g, dtab)          # through expm
-        return out, ga.reshape(n, p, 2, -1) @ b
-    g = _backward(traj, table, cotangent.to(theta.dtype).unsqueeze(2), per_row=False)[:, 0]  # [n,nC,6]
-    ga = torch.einsum("nci,ncik->nck", g, dtab)
-    return out, ga.reshape(n, -1) @ b
+        g = _backward(traj, table, eye.expand(n, p, 2, 2), per_row=True)                  # [n, P, 2, nC, 6]
+        gv = g.permute(0, 3, 1, 2, 4).reshape(n * nc, p, 2, 6).index_select(0, vis)
+        contrib = torch.einsum("vpmi,vik,vkd->vpmd", gv, dv, bv)
+        return out, theta.new_zeros(n, p, 2, tess.dim).index_add_(0, owner, contrib)
+    g = _backward(traj, table, cotangent.to(theta.dtype).unsqueeze(2), per_row=False)[:, 0]  # [n, nC, 6]
+    contrib = torch.einsum("vi,vik,vkd->vd", g.reshape(n * nc, 6).index_select(0, vis), dv, bv)
+    return out, theta.new_zeros(n, tess.dim).index_add_(0, owner, contrib)
 
 
 def identity_grid(size: tuple[int, int], *, dtype=torch.float32, device=None) -> torch.Tensor:

@@ -98,7 +98,7 @@ def sampling_grid(params: CPABParams, size: tuple[int, int], *, flow_resolution:
         if (ch, cw) != (h, w):
             disp = F.interpolate(disp.permute(0, 3, 1, 2), size=(h, w), mode="bilinear",
                                  align_corners=True).permute(0, 2, 3, 1)
-        grid = disp + ident
+        grid = (disp + ident).contiguous()          # (x, y) interleaved: grid_sample reads it ~3× faster
         if params.zero_boundary:
             grid = grid.clamp_(0.0, 1.0)
         out.append(grid)
@@ -120,8 +120,12 @@ def flow_to_grid(flow: torch.Tensor) -> torch.Tensor:
 
 
 def warp(images: torch.Tensor, grid01: torch.Tensor, *, interpolation: str = "bilinear",
-         padding: str = "border", chunk: int = 16) -> torch.Tensor:
-    """Sample images [1 or F, C, H, W] at grid01 [F, H, W, 2] -> [F, C, H, W]."""
+         padding: str = "border") -> torch.Tensor:
+    """Sample images [1 or F, C, H, W] at grid01 [F, H, W, 2] -> [F, C, H, W].
+
+    One frame at a time into a preallocated result: batching an expanded picture makes
+    grid_sample copy it per frame, and scaling the whole grid batch at once runs out of cache
+    (both measured ~2× slower, benchmarks/cpab.py)."""
     if interpolation not in INTERPOLATIONS:
         fail("interpolation", f"one of {INTERPOLATIONS}", repr(interpolation))
     if padding not in PADDINGS:
@@ -129,13 +133,13 @@ def warp(images: torch.Tensor, grid01: torch.Tensor, *, interpolation: str = "bi
     n = grid01.shape[0]
     if images.shape[0] not in (1, n):
         fail("image", f"1 or {n} frames", f"{images.shape[0]}")
-    out = []
-    for i in range(0, n, chunk):
-        g = grid01[i:i + chunk].to(images.dtype) * 2 - 1
-        src = images.expand(g.shape[0], -1, -1, -1) if images.shape[0] == 1 else images[i:i + chunk]
-        res = F.grid_sample(src, g, mode=interpolation, padding_mode=padding, align_corners=True)
-        out.append(res.clamp_(0, 1) if interpolation == "bicubic" else res)
-    return torch.cat(out)
+    out = images.new_empty(n, images.shape[1], *grid01.shape[1:3])
+    g = images.new_empty(1, *grid01.shape[1:])
+    for i in range(n):
+        torch.mul(grid01[i:i + 1], 2, out=g).sub_(1)           # [0,1] -> grid_sample's [-1,1]
+        src = images[:1] if images.shape[0] == 1 else images[i:i + 1]
+        out[i] = F.grid_sample(src, g, mode=interpolation, padding_mode=padding, align_corners=True)[0]
+    return out.clamp_(0, 1) if interpolation == "bicubic" else out
 
 
 def random_params(cells: tuple[int, int], n_frames: int, *, strength: float = 0.5, length_scale: float = 0.1,
