@@ -100,12 +100,12 @@ def main():
 
     t_warp = best_of(do_warp) / FRAMES
     warp_bytes = (image[0].numel() + g[0].numel() + image[0].numel()) * 4      # read picture + grid, write frame
-    buf = torch.empty(warp_bytes // 8)                                          # a copy moves 2× its size
-    dst_buf = torch.empty_like(buf)
-    t_copy = best_of(lambda: dst_buf.copy_(buf), 20)
-    big = torch.empty(FRAMES * warp_bytes // 8)
+    # a copy moves 2× its size; copy the bytes of all frames at once, like the warp (out of cache)
+    big = torch.ones(FRAMES * warp_bytes // 8)
     big_dst = torch.empty_like(big)
-    t_copy_batch = best_of(lambda: big_dst.copy_(big), 3) / FRAMES
+    t_copy = best_of(lambda: big_dst.copy_(big), 5) / FRAMES
+    buf, dst_buf = big[: warp_bytes // 8], big_dst[: warp_bytes // 8]
+    t_copy_hot = best_of(lambda: dst_buf.copy_(buf), 20)
 
     # --- integration against the straightforward full-resolution loop ------------------------------
     one = cpab.CPABParams(params.theta[FRAMES // 4:FRAMES // 4 + 1], cells, True, False, size)
@@ -126,7 +126,8 @@ def main():
         ("fit, 24-frame track, warm-started, per frame", t_fit_track, f"max error {float(fit_err.max()):.3f} px"),
         ("dense flow 128² x 50 steps + upsample, per frame", t_dense, f"{128 * 128 * 50 / 1e6:.2f} M point-steps"),
         ("warp (grid_sample 512² RGB), per frame", t_warp, f"{warp_bytes / 1e6:.1f} MB moved"),
-        ("memory copy of the same bytes", t_copy, f"(in a batch of {FRAMES}: {t_copy_batch * 1e3:.2f} ms/frame)"),
+        ("memory copy of the same bytes, per frame of 24", t_copy,
+         f"(one frame's bytes alone, in cache: {t_copy_hot * 1e3:.2f} ms)"),
         ("fit + flow + warp, per frame (track)", fit_warp, "goal < 0.2 s"),
         ("integration: straightforward, 512² x 50 steps", t_naive, f"{SIZE * SIZE * 50 / 1e6:.1f} M point-steps"),
         ("integration: ours, 128² x 50 + upsample", t_ours,

@@ -13,6 +13,7 @@ Both are autograd-free, so they run unchanged under ``torch.inference_mode()``.
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -30,6 +31,18 @@ class FitResult:
     theta: torch.Tensor        # [n, d] float64
     error_px: torch.Tensor     # [n, K] residual distance per keypoint, in pixels (weight-0 points too)
     iterations: int            # iterations run (LM: Jacobian evaluations)
+
+
+@contextlib.contextmanager
+def single_thread():
+    """Fits run thousands of ops on tensors of a few hundred numbers: intra-op threads cannot help,
+    and on a busy CPU their synchronisation made fits ~5-10× slower (benchmarks/cpab.py)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
 
 
 def _prepare(tess, moving, fixed, weights, theta0, pixel_size):
@@ -108,8 +121,9 @@ def fit_theta(tess: Tessellation, moving, fixed, *, method: str = "lm", iteratio
     if gamma > 0:
         theta_prev = torch.as_tensor(theta_prev, dtype=torch.float64).reshape(-1, tess.dim).expand(n, -1)
     fit = _fit_lm if method == "lm" else _fit_adam
-    theta, its = fit(tess, moving, fixed, w, theta, scale, int(iterations), nsteps, prec, gamma,
-                     theta_prev, lr=lr, loss=loss, norm_group=norm_group, tol_px=tol_px, callback=callback)
+    with single_thread():
+        theta, its = fit(tess, moving, fixed, w, theta, scale, int(iterations), nsteps, prec, gamma,
+                         theta_prev, lr=lr, loss=loss, norm_group=norm_group, tol_px=tol_px, callback=callback)
     _, r = _cost(tess, moving, fixed, theta, w, scale, nsteps, None, 0.0, None)
     return FitResult(theta, r.norm(dim=-1), its)
 
