@@ -20,7 +20,7 @@ WORKFLOWS = {
         {"id": 2, "type": "FlipbookKeypointsFromJSON", "pos": [400, 40], "size": [340, 300],
          "links": {"image": (1, 0)}},
         {"id": 3, "type": "FlipbookMeshBuilder", "pos": [800, 40], "size": [320, 200],
-         "links": {"image": (1, 0), "skeleton": (2, 0)}},
+         "links": {"image": (1, 0), "skeleton": (2, 0), "mask": (1, 1)}},
         {"id": 4, "type": "FlipbookBezierTrajectory", "pos": [800, 320], "size": [320, 260],
          "links": {"skeleton": (2, 0)}, "widgets": {"preset": "wave", "amplitude": 0.08, "frames": 24}},
         {"id": 5, "type": "FlipbookMeshDeform", "pos": [1180, 40], "size": [320, 130],
