@@ -199,6 +199,9 @@ def test_weights_drop_invisible_keypoints():
     w[3] = 0
     params, err = cpab.fit_keypoints(src, dst, (512, 512), cells=(6, 6), weights=w)
     assert err[0, w > 0].max() < 0.5
+    track = torch.stack([src, dst])                                 # batched (no warm start) + weights
+    params, err = cpab.fit_keypoints(src, track, (512, 512), cells=(6, 6), weights=w, warm_start=False)
+    assert err[:, w > 0].max() < 0.5 and params.theta[0].abs().max() < 1e-9
     with pytest.raises(FlipbookInputError, match="target keypoints"):
         cpab.fit_keypoints(src, dst, (512, 512), cells=(6, 6))
 

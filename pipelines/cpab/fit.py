@@ -64,8 +64,8 @@ def _prepare(tess, moving, fixed, weights, theta0, pixel_size):
         w = torch.ones(n, k, dtype=torch.float64)
     else:
         w = check_finite("weights", torch.as_tensor(weights, dtype=torch.float64))
-        if w.dim() == 1:
-            w = w[None].expand(n, -1)
+        if w.dim() == 1 or (w.dim() == 2 and w.shape[0] == 1):
+            w = w.reshape(1, -1).expand(n, -1)
         if tuple(w.shape) != (n, k):
             fail("weights", f"one weight per keypoint ({k})", f"shape {tuple(w.shape)}")
         if (w < 0).any():
