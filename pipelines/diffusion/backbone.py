@@ -68,7 +68,10 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
 
 def _prepare(parts: dict, dtype: torch.dtype, device) -> dict:
     for key in ("unet", "vae", "text_encoder"):
-        parts[key] = parts[key].to(device=device, dtype=dtype).eval().requires_grad_(False)
+        m = parts[key].to(device)
+        if next(m.parameters()).dtype != dtype:  # from_pretrained(torch_dtype=...) already cast
+            m = m.to(dtype)
+        parts[key] = m.eval().requires_grad_(False)
     return parts
 
 

@@ -6,6 +6,7 @@ UNet3D (FlipSketch), a UNet2D + ControlNet (PoseAnimate) and score distillation 
 """
 from __future__ import annotations
 
+import inspect
 from typing import Callable
 
 import torch
@@ -20,7 +21,8 @@ def make_scheduler(config: dict, steps: int, *, inverse: bool = False, device=No
     from diffusers import DDIMInverseScheduler, DDIMScheduler
 
     cls = DDIMInverseScheduler if inverse else DDIMScheduler
-    sched = cls.from_config({k: v for k, v in config.items() if not k.startswith("_")})
+    accepted = inspect.signature(cls.__init__).parameters   # both read one scheduler_config.json
+    sched = cls.from_config({k: v for k, v in config.items() if k in accepted})
     sched.set_timesteps(int(steps), device=device)
     return sched
 
