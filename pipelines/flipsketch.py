@@ -23,6 +23,7 @@ import torch
 
 from .diffusion.attention import ReferenceStore, finish, patched, project_qkv, scores
 from .diffusion.ddim import ddim_step, guide, make_scheduler
+from .diffusion.optimise import adam_minimise
 from .diffusion.text import null_embeds
 from .diffusion.vae import check_video_latent
 from .errors import check_image, check_range, fail
@@ -143,32 +144,25 @@ class FrameAlign:
 def align_frames(unet, lat: torch.Tensor, ref0: torch.Tensor, target: torch.Tensor, t, cond: torch.Tensor,
                  opts: FrameAlign) -> tuple[torch.Tensor, list[float]]:
     """One alignment step. lat (B,C,M,h,w); ref0, target (1,C,1,h,w). Returns (latents, mean losses).
-    Frame 0 of the result is the reference latent (as in the paper's [x_t^r, f_t^train])."""
+    Frame 0 of the result is the reference latent (as in the paper's [x_t^r, f_t^train]). Each sample's
+    loss is its own MSE (what a one-seed official run minimises), so ``chunk`` does not change results."""
     out, history = [], []
     chunk = max(1, int(opts.chunk))
-    with torch.inference_mode(False), torch.enable_grad():
-        tgt = target[:, :, 0].clone().float()
-        for s0 in range(0, lat.shape[0], chunk):
-            n = min(chunk, lat.shape[0] - s0)
-            r0 = ref0.clone().expand(n, -1, -1, -1, -1)
-            c = cond.clone().expand(n, -1, -1)
-            x = lat[s0:s0 + n, :, 1:].clone().requires_grad_(True)
-            opt = torch.optim.Adam([x], lr=float(opts.lr))
-            inp = torch.cat([r0, x.detach()], dim=2)
-            losses = []
-            for _ in range(int(opts.iters)):
-                inp = torch.cat([r0, x], dim=2)
-                e0 = unet(inp, t, encoder_hidden_states=c).sample[:, :, 0].float()
-                per_sample = ((e0 - tgt) ** 2).mean(dim=(1, 2, 3))   # the MSE of each sample's own run
-                opt.zero_grad(set_to_none=True)
-                per_sample.sum().backward()
-                opt.step()
-                losses.append(per_sample.detach())
-            final = inp if opts.official_quirks else torch.cat([r0, x], dim=2)
-            out.append(final.detach())
-            history.append(torch.stack(losses) if losses else torch.zeros(0, n))
-    merged = torch.cat(history, dim=1) if history else torch.zeros(0)
-    return torch.cat(out), merged.mean(dim=1).tolist()
+    with torch.inference_mode(False):
+        tgt, r0_all, c_all = target[:, :, 0].clone().float(), ref0.clone(), cond.clone()
+    for s0 in range(0, lat.shape[0], chunk):
+        n = min(chunk, lat.shape[0] - s0)
+        r0, c = r0_all.expand(n, -1, -1, -1, -1), c_all.expand(n, -1, -1)
+
+        def loss_fn(x):
+            e0 = unet(torch.cat([r0, x], dim=2), t, encoder_hidden_states=c).sample[:, :, 0].float()
+            return ((e0 - tgt) ** 2).mean(dim=(1, 2, 3))
+
+        x, losses = adam_minimise(lat[s0:s0 + n, :, 1:], loss_fn, iters=opts.iters, lr=opts.lr,
+                                  before_last=opts.official_quirks)
+        out.append(torch.cat([r0, x], dim=2))
+        history.append(torch.stack(losses) if losses else torch.zeros(0, n))
+    return torch.cat(out), torch.cat(history, dim=1).mean(dim=1).tolist()
 
 
 def initial_noise(seed: int, shape: tuple, device, dtype) -> torch.Tensor:

@@ -201,3 +201,17 @@ def test_nodes_under_inference_mode(tmp_path, monkeypatch, inference):
         FlipbookTextEncode().encode("not a model", "a cat")
     with pytest.raises(FlipbookInputError, match="repeat_frames"):
         FlipbookDDIMInvert().invert(model, _sketch(64), 3, 1.0, 0, "none", "0_1", "mean", 0, 0)
+
+
+def test_adam_minimise_inside_inference_mode(inference):
+    from comfyui_flipbook.pipelines.diffusion.optimise import adam_minimise
+
+    x0 = torch.zeros(3, 2)                                   # an inference tensor, like node inputs
+    x, losses = adam_minimise(x0, lambda x: ((x - 3) ** 2).mean(1), iters=200, lr=0.1)
+    assert torch.all(losses[-1] < losses[0]) and torch.allclose(x, torch.full((3, 2), 3.0), atol=0.05)
+    one, _ = adam_minimise(x0, lambda x: ((x - 3) ** 2).mean(1), iters=1, lr=0.1)
+    two_before, _ = adam_minimise(x0, lambda x: ((x - 3) ** 2).mean(1), iters=2, lr=0.1, before_last=True)
+    torch.testing.assert_close(two_before, one)              # the official off-by-one
+    _, short = adam_minimise(x0, lambda x: ((x - 3) ** 2).mean(1), iters=200, lr=0.01, lr_at=lambda k: 0.5,
+                             stop_below=lambda k: 1.0)
+    assert len(short) < 200 and torch.all(short[-1] < 1.0)
