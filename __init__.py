@@ -3,7 +3,10 @@
 ComfyUI loads this folder from custom_nodes/; pip installs it as the package ``comfyui_flipbook``.
 """
 from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
+from .nodes._comfy import install_example_inputs
 
 WEB_DIRECTORY = "./web/js"
+
+install_example_inputs()  # only inside ComfyUI: the shipped workflows' pictures into input/
 
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "WEB_DIRECTORY"]

@@ -164,11 +164,40 @@ def model_path(folder: str, name: str, *, is_dir: bool = False) -> str:
 
 
 def input_image_path(name: str) -> str:
-    """Resolve a file in ComfyUI's input folder (our examples folder outside ComfyUI)."""
+    """Resolve a file in ComfyUI's input folder (the pack's assets folder outside ComfyUI)."""
     fp = _try_import("folder_paths")
-    root = fp.get_input_directory() if fp is not None else os.path.join(os.path.dirname(os.path.dirname(__file__)), "examples")
+    root = fp.get_input_directory() if fp is not None else os.path.join(os.path.dirname(os.path.dirname(__file__)), "assets")
     root = os.path.realpath(root)
     path = os.path.realpath(os.path.join(root, name))
     if os.path.commonpath([root, path]) != root or not os.path.isfile(path):
         raise FlipbookInputError(f"file: expected a file inside the input folder {root}, got {name!r}")
     return path
+
+
+# --- shipped assets (example inputs) ----------------------------------------------------------------
+
+EXAMPLE_SUFFIXES = (".png", ".webp", ".jpg", ".json")
+
+
+def install_example_inputs() -> list[str]:
+    """Copy the pack's example pictures, frames and pose files into ComfyUI's input folder, so the
+    shipped workflows run on a fresh ComfyUI with nothing copied by hand. Never overwrites a file."""
+    import shutil
+
+    fp = _try_import("folder_paths")
+    if fp is None:
+        return []
+    src = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets")
+    dst = fp.get_input_directory()
+    copied = []
+    try:
+        os.makedirs(dst, exist_ok=True)
+        for name in sorted(os.listdir(src)):
+            target = os.path.join(dst, name)
+            if name.lower().endswith(EXAMPLE_SUFFIXES) and not os.path.exists(target):
+                shutil.copyfile(os.path.join(src, name), target)
+                copied.append(target)
+    except OSError as exc:  # a read-only input folder must not stop the pack from loading
+        import logging
+        logging.getLogger("comfyui_flipbook").warning("could not copy example inputs: %s", exc)
+    return copied

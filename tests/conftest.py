@@ -1,5 +1,6 @@
 import os
 import sys
+import sys
 
 import pytest
 import torch
@@ -14,3 +15,5 @@ def inference():
     """ComfyUI runs every node inside torch.inference_mode(); node tests do the same."""
     with torch.inference_mode():
         yield
+
+sys.path.insert(0, os.path.dirname(__file__))  # test helper modules (workflow_format)

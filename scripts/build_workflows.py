@@ -1,0 +1,52 @@
+"""Writes the shipped workflows (UI format + API twin) from compact descriptions.
+
+Run: python scripts/build_workflows.py [NAME ...]   (with the pack importable as comfyui_flipbook)
+The UI files are what users drag into ComfyUI; tests/test_workflows.py checks both formats.
+"""
+import json
+import pathlib
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+from workflow_format import build, node_specs  # noqa: E402
+
+CHARACTER = "flipbook_character.png"
+
+WORKFLOWS = {
+    # Foundation: the weight-free FlexiClip path, LoadImage → ... → SaveAnimatedWEBP.
+    "clipart_bezier": [
+        {"id": 1, "type": "LoadImage", "pos": [40, 120], "size": [300, 360], "widgets": {"image": CHARACTER}},
+        {"id": 2, "type": "FlipbookKeypointsFromJSON", "pos": [400, 40], "size": [340, 300],
+         "links": {"image": (1, 0)}},
+        {"id": 3, "type": "FlipbookMeshBuilder", "pos": [800, 40], "size": [320, 200],
+         "links": {"image": (1, 0), "skeleton": (2, 0)}},
+        {"id": 4, "type": "FlipbookBezierTrajectory", "pos": [800, 300], "size": [320, 260],
+         "links": {"skeleton": (2, 0)}, "widgets": {"preset": "wave", "amplitude": 0.08, "frames": 24}},
+        {"id": 5, "type": "FlipbookMeshDeform", "pos": [1180, 40], "size": [320, 130],
+         "links": {"mesh": (3, 0), "trajectory": (4, 0)}},
+        {"id": 6, "type": "FlipbookMeshRender", "pos": [1180, 230], "size": [320, 110],
+         "links": {"animation": (5, 0)}},
+        {"id": 7, "type": "SaveAnimatedWEBP", "pos": [1560, 40], "size": [360, 420],
+         "links": {"images": (6, 0)},
+         "widgets": {"filename_prefix": "flipbook/clipart", "fps": 12.0, "lossless": False, "quality": 90}},
+        {"id": 8, "type": "FlipbookPreviewKeypoints", "pos": [400, 400], "size": [320, 140],
+         "links": {"image": (1, 0), "skeleton": (2, 0), "mesh": (3, 0), "trajectory": (4, 0)}},
+        {"id": 9, "type": "PreviewImage", "pos": [400, 600], "size": [340, 380], "links": {"images": (8, 0)}},
+        {"id": 10, "type": "FlipbookAnimationMetrics", "pos": [1180, 400], "size": [320, 200],
+         "links": {"animation": (5, 0)}},
+    ],
+}
+
+
+def main(names):
+    specs = node_specs()
+    for name in names or WORKFLOWS:
+        ui, api = build(WORKFLOWS[name], specs)
+        (ROOT / "workflows" / f"{name}.json").write_text(json.dumps(ui, indent=1) + "\n")
+        (ROOT / "workflows" / "api" / f"{name}.json").write_text(json.dumps(api, indent=1) + "\n")
+        print(f"workflows/{name}.json")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
