@@ -7,7 +7,9 @@ import sys
 
 # "module:function" writers of tiny random models, one per family. Each writes, under a ComfyUI
 # models folder, exactly the files and layouts that the shipped workflows name in their loaders.
-TEST_MODEL_WRITERS: list[str] = []
+TEST_MODEL_WRITERS: list[str] = [
+    ".pipelines.animatex.testmodels:write_test_models",
+]
 
 
 def make_test_models(models_dir: str) -> list[str]:
