@@ -161,7 +161,11 @@ def poses_from_openpose(data, *, person: int = 0, threshold: float = 0.3) -> Pos
         if person >= len(people):
             continue
         p = people[person]
-        body = _flat(p.get("pose_keypoints_2d"), BODY, "pose_keypoints_2d", fi)
+        flat_body = p.get("pose_keypoints_2d") or []
+        if len(flat_body) < BODY * 3:
+            fail("pose_keypoint", f"18 body joints (54 numbers: x, y, confidence) in pose_keypoints_2d of frame {fi}; "
+                 "undetected joints are written as 0, 0, 0", f"{len(flat_body)} numbers")
+        body = _flat(flat_body, BODY, "pose_keypoints_2d", fi)
         pts[fi, :BODY] = body
         foot = p.get("foot_keypoints_2d")      # COCO-WholeBody: L big toe, L small toe, L heel, R ...
         if foot:

@@ -55,8 +55,11 @@ def test_bad_pose_json_is_refused():
         P.poses_from_openpose([{"people": []}])
     with pytest.raises(FlipbookInputError, match="person"):
         P.poses_from_openpose([{"people": [], "canvas_width": 64, "canvas_height": 64}])
+    with pytest.raises(FlipbookInputError, match="18 body joints"):
+        P.poses_from_openpose([{"people": [{"pose_keypoints_2d": [1, 2, 1] * 10}], "canvas_width": 64, "canvas_height": 64}])
     with pytest.raises(FlipbookInputError, match="triples"):
-        P.poses_from_openpose([{"people": [{"pose_keypoints_2d": [1, 2]}], "canvas_width": 64, "canvas_height": 64}])
+        P.poses_from_openpose([{"people": [{"pose_keypoints_2d": [1, 2, 1] * 18, "hand_left_keypoints_2d": [1, 2]}],
+                                "canvas_width": 64, "canvas_height": 64}])
 
 
 def test_retarget_matches_reference_bones_and_neck(dance, character):
