@@ -147,13 +147,15 @@ class FlipbookAnimateXSampler:
             "context_frames": ("INT", {"default": 32, "min": 0, "max": 1024,
                                        "tooltip": "Frames per window for long sequences (the model was trained on 32); 0: all at once."}),
             "context_overlap": ("INT", {"default": 8, "min": 0, "max": 1023, "tooltip": "Frames shared by neighbouring windows (v averaged)."}),
+            "batch_cfg": ("BOOLEAN", {"default": True,
+                                      "tooltip": "Run the guided and unguided branches as one batch (faster); off: one after the other (less memory)."}),
         }, "optional": {
             "vae": ("VAE", {"tooltip": "SD 1/2 VAE: needed for reference_mode latent/both (encodes the reference)."}),
             "reference_pose_image": ("IMAGE", {"tooltip": "Rendered pose of the reference (latent modes). Default: the first pose image."}),
         }}
 
     def sample(self, model, reference, pose_images, motion, seed, steps, cfg, eta, noise_offset, reference_mode,
-               width, height, context_frames, context_overlap, vae=None, reference_pose_image=None):
+               width, height, context_frames, context_overlap, batch_cfg=True, vae=None, reference_pose_image=None):
         if not isinstance(model, AnimateXModel):
             fail("model", "an Animate-X model from Flipbook Animate-X Loader", type(model).__name__)
         if not isinstance(motion, Motion):
@@ -170,7 +172,7 @@ class FlipbookAnimateXSampler:
         try:
             lat = animate(model, cond, latent_hw, seed=seed, steps=steps, guidance=cfg, eta=eta,
                           noise_offset=noise_offset, context_frames=context_frames, context_overlap=context_overlap,
-                          callback=progress_callback(len(ddim_timesteps(steps)), "Animate-X"))
+                          batch_cfg=batch_cfg, callback=progress_callback(len(ddim_timesteps(steps)), "Animate-X"))
         finally:
             unet.to(offload_device())
             free_memory()

@@ -105,12 +105,16 @@ def test_batched_cfg_equals_separate_branches(model, poses):
     both = S.branch_conditions(model.unet, cond, hw)
     x = torch.randn(1, 4, F, *hw)
     t = torch.tensor([500, 500])
+    c1, u1 = S._split_branches(both, F)
     with torch.inference_mode():
         vb = model.unet(x.repeat(2, 1, 1, 1, 1), t, both)
-        vc = model.unet(x, t[:1], {k: v[:1] if k != "motion" else v[:F + 1] for k, v in both.items()})
-        vu = model.unet(x, t[:1], {k: v[1:] if k != "motion" else v[F + 1:] for k, v in both.items()})
+        vc = model.unet(x, t[:1], c1)
+        vu = model.unet(x, t[:1], u1)
+        a = S.sample(model.unet, cond, latent_hw=hw, seed=3, steps=1)
+        b = S.sample(model.unet, cond, latent_hw=hw, seed=3, steps=1, batch_cfg=False)
     assert torch.allclose(vb[0], vc[0], atol=1e-5) and torch.allclose(vb[1], vu[0], atol=1e-5)
     assert not torch.allclose(vc, vu, atol=1e-3)          # the conditioning matters
+    assert torch.allclose(a, b, atol=1e-5)
 
 
 def test_cfg_step_is_seeded_and_caching_changes_nothing(model, poses):
@@ -215,7 +219,7 @@ def test_nodes_end_to_end_under_inference_mode(tmp_path, monkeypatch, inference,
     (motion,) = N.FlipbookAnimateXPoseIndicator().encode(clip, reference, seq, reference_pose=ref)
     assert motion.clip_frames.shape == (F + 1, TINY.clip_dim) and clip.calls == calls + 2
     (lat,) = N.FlipbookAnimateXSampler().sample(model, reference, images, motion, 13, 2, 2.5, 0.0, 0.1,
-                                                "local_image", 0, 0, 32, 8)
+                                                "local_image", 0, 0, 32, 8, False)
     assert lat["samples"].shape == (F, 4, 8, 8) and torch.isfinite(lat["samples"]).all()
     with pytest.raises(FlipbookInputError, match="not found"):
         N.FlipbookAnimateXLoader().load("missing.pth", "fp32", "open_clip_pytorch_model.bin", False)
