@@ -7,8 +7,9 @@
 - clip_vision/CLIP-ViT-H-14-laion2B-s32B-b79K.safetensors: ComfyUI's CLIPVisionLoader picks its
   architecture from a fixed table by layer count (comfy/clip_vision.py: >= 23 layers, ViT-L/14 at
   1024 wide being the smallest entry) and builds it at full size; missing weights stay uninitialised.
-  So no tiny CLIP vision file can load: this is a random ViT-L/14 (303M parameters, fp16, 0.6 GB),
-  the smallest that does. Its 768-d embeddings feed the tiny UNet.
+  So no tiny CLIP vision file can load: this is a random ViT-L/14 (303M parameters), the smallest
+  that does, with its matrices stored in float8 (0.3 GB; ComfyUI casts them to its own dtype on
+  load). Its 768-d embeddings feed the tiny UNet.
 - vae/vae-ft-mse-840000-ema-pruned.safetensors: ComfyUI builds SD's KL-f8 VAE at full size from
   any such file, so the stand-in uses the other SD-latent VAE ComfyUI detects by its keys, TAESD
   (taesd_encoder.* / taesd_decoder.*, 2.4M parameters), with vae_scale = 0.18215 so that it decodes
@@ -128,9 +129,10 @@ def write_test_models(models_dir: str) -> list[str]:
     te = os.path.join(models_dir, "animatex", TEXT_ENCODER_NAME)
     torch.save(openclip_text_state(width=TINY_WORKFLOW.context_dim), te)
     out.append(te)
-    for sub, name, fn in (("clip_vision", CLIP_VISION_NAME, clip_vision_vitl_state), ("vae", VAE_NAME, taesd_state)):
+    clip = {k: (v.to(torch.float8_e4m3fn) if v.dim() >= 2 else v) for k, v in clip_vision_vitl_state().items()}
+    for sub, name, sd in (("clip_vision", CLIP_VISION_NAME, clip), ("vae", VAE_NAME, taesd_state())):
         path = os.path.join(models_dir, sub, name)
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        save_file(fn(), path)
+        save_file(sd, path)
         out.append(path)
     return out
