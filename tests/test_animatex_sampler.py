@@ -223,3 +223,17 @@ def test_nodes_end_to_end_under_inference_mode(tmp_path, monkeypatch, inference,
     assert lat["samples"].shape == (F, 4, 8, 8) and torch.isfinite(lat["samples"]).all()
     with pytest.raises(FlipbookInputError, match="not found"):
         N.FlipbookAnimateXLoader().load("missing.pth", "fp32", "open_clip_pytorch_model.bin", False)
+
+    class StandInCLIP:                                    # ComfyUI CLIP: tokenize + encode_from_tokens
+        def tokenize(self, text):
+            return {"l": [[(49406, 1.0), (49407, 1.0)]], "prompt": text}
+
+        def encode_from_tokens(self, tokens):
+            assert tokens["prompt"] == ""
+            return torch.full((1, 77, TINY.context_dim), 0.5)
+
+    (m2,) = N.FlipbookAnimateXLoader().load("animate-x_ckpt.fp16.safetensors", "fp32", N.NO_TEXT_ENCODER, False,
+                                            clip=StandInCLIP())
+    assert torch.equal(m2.zero_y, torch.full((1, 77, TINY.context_dim), 0.5))
+    with pytest.raises(FlipbookInputError, match="clip"):
+        N.FlipbookAnimateXLoader().load("animate-x_ckpt.pth", "fp32", N.NO_TEXT_ENCODER, False)

@@ -138,6 +138,7 @@ def initial_noise(frames: int, latent_hw: tuple[int, int], seed: int, noise_offs
     return x + noise_offset * torch.randn(1, 4, frames, 1, 1, generator=g)
 
 
+@torch.no_grad()
 def sample(model: AnimateXUNet, c: Conditioning, *, latent_hw: tuple[int, int], seed: int = 13, steps: int = 30,
            guidance: float = 2.5, eta: float = 0.0, noise_offset: float = 0.1, context_frames: int = 0,
            context_overlap: int = 8, cache_conditions: bool = True, batch_cfg: bool = True,
@@ -157,7 +158,7 @@ def sample(model: AnimateXUNet, c: Conditioning, *, latent_hw: tuple[int, int], 
     windows = context_windows(f, context_frames, context_overlap)
     x = initial_noise(f, latent_hw, seed, noise_offset) if noise is None else noise.clone()
     x = x.to(model.device, torch.float32)
-    gen = torch.Generator().manual_seed(int(seed) + 1)
+    gen = torch.Generator().manual_seed((int(seed) + 1) % 2 ** 64)
 
     def conds():
         return [branch_conditions(model, c.window(w), latent_hw) for w in windows]
