@@ -226,3 +226,19 @@ def test_unconditional_zero_weights_and_tiny_forward():
         # frames are coupled only through the temporal layers: cutting them out decouples frames
         v2 = m(torch.cat([x[:, :, :1], torch.randn(1, 4, f - 1, 8, 8)], 2), torch.tensor([500]), u)
         assert not torch.allclose(v[:, :, 0], v2[:, :, 0])
+
+
+def test_resolution_is_a_parameter():
+    """Pose and local-image encoders pool to 4x the latent size, so any multiple-of-16 size runs
+    (the release hard-codes 512x768, spec finding 6)."""
+    torch.manual_seed(0)
+    m = build_unet(TINY)
+    zero_y = torch.randn(1, TINY.text_tokens, TINY.context_dim)
+    with torch.inference_mode():
+        for hh, ww in ((96, 64), (64, 128)):
+            hw = (hh // 8, ww // 8)
+            c = m.conditions(batch=1, frames=2, latent_hw=hw, zero_y=zero_y, local_image=torch.rand(1, 3, hh, ww),
+                             pose_images=torch.rand(1, 3, 2, hh, ww))
+            assert c["concat"].shape == (1, TINY.concat_dim, 2, *hw)
+            v = m(torch.randn(1, 4, 2, *hw), torch.tensor([10]), c)
+            assert v.shape == (1, 4, 2, *hw) and torch.isfinite(v).all()
