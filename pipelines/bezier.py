@@ -120,9 +120,10 @@ def preset_control(skeleton: Skeleton, preset: str = "sway", *, amplitude: float
     (spec flexiclip.md §4, "Presets (ours)"):
     - ``still``: all control points at the keypoint;
     - ``sway``: ``c1 = c2 = p + A s_i d_i``, ``c3 = p`` (every limb swings to one side and back);
-    - ``wave``: ``c1 = p + σ_i A s_i d_i``, ``c2 = p − σ_i A s_i d_i`` with σ alternating by depth,
-      ``c3 = p`` (an S-shaped swing through both sides, neighbours out of phase; our refinement of
-      the spec's alternating sign);
+    - ``wave``: ``c1 = p + 2σ_i A s_i d_i``, ``c2 = p − 2σ_i A s_i d_i`` with σ alternating by depth,
+      ``c3 = p``: a swing through both sides (out at u≈0.21, back through rest at u=0.5, the other
+      side at u≈0.79), neighbours out of phase; our refinement of the spec's alternating sign. The
+      factor 2 gives a peak offset of 0.58·A, comparable to sway's 0.75·A;
     - ``random``: ``c1, c2 = p + A s_i g`` with g ~ N(0, I) from ``seed``, ``c3 = p``.
     """
     if preset not in PRESETS:
@@ -146,8 +147,8 @@ def preset_control(skeleton: Skeleton, preset: str = "sway", *, amplitude: float
         ctrl[:, 2] += a * s * d
     else:
         sigma = (1 - 2 * (depth % 2))[:, None]
-        ctrl[:, 1] += sigma * a * s * d
-        ctrl[:, 2] -= sigma * a * s * d
+        ctrl[:, 1] += 2 * sigma * a * s * d
+        ctrl[:, 2] -= 2 * sigma * a * s * d
     return ctrl.float()
 
 

@@ -197,13 +197,27 @@ def _mesh_scipy(domain, core, keypoints, spacing, simplify_eps, seed=0):
     grid = grid[_lookup(inside, grid) >= 0.5 * spacing + 0.5]
     kpu, kp_vertex = _unique_keypoints(keypoints)
     pts = np.concatenate([kpu, _thin(np.concatenate([bnd, grid]), kpu, 0.35 * spacing)])
-    tri = Delaunay(pts)
-    faces = tri.simplices.astype(np.int64)
-    cen = pts[faces].mean(1)
-    keep_f = _lookup(domain.astype(np.float32), cen) >= 0.5
-    # Safety net: every silhouette pixel near the border must be covered (the renderer needs it).
-    band = core & (inside < 2 * spacing + 2)
-    ys, xs = np.nonzero(band)
+    dom = domain.astype(np.float32)
+
+    def triangulate(points):
+        t = Delaunay(points)
+        f = t.simplices.astype(np.int64)
+        return t, f, _lookup(dom, points[f].mean(1)) >= 0.5
+
+    tri, faces, keep_f = triangulate(pts)
+    # One refinement round: split the faces larger than max_area (= spacing²/2) at their centroid.
+    big = faces[keep_f][np.abs(_signed_area2(pts, faces[keep_f])) > spacing ** 2]
+    if len(big):
+        pts = np.concatenate([pts, _thin(pts[big].mean(1), kpu, 0.35 * spacing)])
+        tri, faces, keep_f = triangulate(pts)
+    # Safety net: every silhouette pixel must be covered (the renderer needs it); add back the
+    # dropped Delaunay faces containing pixels that the kept faces miss.
+    from .render import rasterize_face_ids
+
+    kept = faces[keep_f]
+    covered = rasterize_face_ids(torch.from_numpy(pts)[None], torch.from_numpy(kept),
+                                 torch.arange(len(kept)), domain.shape)[0].numpy() >= 0
+    ys, xs = np.nonzero(core & ~covered)
     if len(xs):
         s = tri.find_simplex(np.stack([xs, ys], 1).astype(np.float64))
         keep_f[s[s >= 0]] = True

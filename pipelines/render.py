@@ -12,7 +12,8 @@ Two passes per frame batch:
    correction term is exactly 0 in floating point, so the identity warp reproduces the input
    exactly. The premultiplied RGBA texture is sampled bilinearly there (the same as
    ``grid_sample(bilinear, align_corners=False, padding_mode="zeros")`` with pixel centres at
-   integers) and composited over the background. Differentiable wrt the vertices.
+   integers, through a power-of-two zero-padded texture so that this stays exact) and
+   composited over the background. Differentiable wrt the vertices.
 
 Premultiplied interpolation keeps the colour of fully transparent texels out of edge pixels.
 """
@@ -62,13 +63,13 @@ def _row_spans(tri: torch.Tensor, height: int, width: int):
 
 
 @torch.no_grad()
-def rasterize_face_ids(vertices: torch.Tensor, faces: torch.Tensor, rank: torch.Tensor,
-                       size: tuple[int, int]) -> torch.Tensor:
-    """Face-ID pass: [T,H,W] int64 draw rank of the visible face at every pixel centre (-1 for
-    none); ``argsort(rank)[value]`` is the face index.
+def rasterize(vertices: torch.Tensor, faces: torch.Tensor, rank: torch.Tensor,
+              size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Face-ID pass, sparse: (frame, y, x, face) int64 [N] of every covered pixel centre.
 
     vertices: [T,V,2] px (x, y), pixel centres at integers; faces: [F,3]; rank: [F] draw rank
-    (a permutation; the highest rank covering a pixel wins).
+    (a permutation; the highest rank covering a pixel wins). Works in the bounding box of all
+    frames' triangles, so the buffers scale with the animated area, not the canvas.
     """
     h, w = size
     t_count = vertices.shape[0]
@@ -77,24 +78,51 @@ def rasterize_face_ids(vertices: torch.Tensor, faces: torch.Tensor, rank: torch.
     e1, e2 = tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]
     area2 = e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]
     valid = torch.nonzero(area2.abs() > 1e-12).squeeze(1)
-    best = torch.full((t_count * h * w,), -1, dtype=torch.long)
-    rank_all = rank.repeat(t_count)
+    empty = torch.zeros(0, dtype=torch.long)
+    if len(valid) == 0:
+        return empty, empty, empty, empty
+    lo = torch.ceil(tri[valid].amin((0, 1)) - _EDGE_EPS).clamp(min=0)
+    hi = torch.floor(tri[valid].amax((0, 1)) + _EDGE_EPS)
+    x_lo, y_lo = int(lo[0]), int(lo[1])
+    bw, bh = min(int(hi[0]), w - 1) - x_lo + 1, min(int(hi[1]), h - 1) - y_lo + 1
+    if bw <= 0 or bh <= 0:
+        return empty, empty, empty, empty
+    tri = tri - torch.tensor([x_lo, y_lo], dtype=torch.float64)          # box coordinates
+    best = torch.full((t_count * bh * bw,), -1, dtype=torch.int32)
+    rank_all = rank.to(torch.int32).repeat(t_count)
     # Chunk over triangles by their bounding-box size so the expanded spans stay bounded.
     bbox = (tri[valid].amax(1) - tri[valid].amin(1) + 1).clamp(min=1).prod(1)
     csum = torch.cumsum(bbox, 0)
-    n_chunks = int(csum[-1] // _CHUNK) + 1 if len(valid) else 0
+    n_chunks = int(csum[-1] // _CHUNK) + 1
     cuts = torch.searchsorted(csum, torch.arange(1, n_chunks, dtype=csum.dtype) * _CHUNK)
     for ids in valid.tensor_split(cuts):
-        tid, y, x0, count = _row_spans(tri[ids], h, w)
+        tid, y, x0, count = _row_spans(tri[ids], bh, bw)
         if tid.numel() == 0:
             continue
         g = ids[tid]                                      # global (frame, face) index
-        frame = torch.div(g, n_faces, rounding_mode="floor")
-        base = frame * (h * w) + y * w + x0
-        span = torch.repeat_interleave(torch.arange(tid.numel()), count)
-        offset = torch.arange(span.numel()) - (torch.cumsum(count, 0) - count)[span]
-        best.scatter_reduce_(0, base[span] + offset, rank_all[g][span], reduce="amax")
-    return best.view(t_count, h, w)
+        base = torch.div(g, n_faces, rounding_mode="floor") * (bh * bw) + y * bw + x0
+        # Pixel k of a span sits at base + k: expand spans without per-pixel gathers.
+        first = torch.cumsum(count, 0) - count
+        total = int(first[-1] + count[-1])
+        pix = torch.repeat_interleave(base - first, count, output_size=total) + torch.arange(total)
+        src = torch.repeat_interleave(rank_all[g], count, output_size=total)
+        best.scatter_reduce_(0, pix, src, reduce="amax")
+    hit = torch.nonzero(best >= 0).squeeze(1)
+    face = torch.argsort(rank)[best[hit].long()]
+    frame = torch.div(hit, bh * bw, rounding_mode="floor")
+    rem = hit - frame * (bh * bw)
+    y = torch.div(rem, bw, rounding_mode="floor")
+    return frame, y + y_lo, rem - y * bw + x_lo, face
+
+
+def rasterize_face_ids(vertices: torch.Tensor, faces: torch.Tensor, rank: torch.Tensor,
+                       size: tuple[int, int]) -> torch.Tensor:
+    """Face-ID pass, dense: [T,H,W] int64 index of the visible face at every pixel centre, -1
+    where no face covers it (see :func:`rasterize`)."""
+    frame, y, x, face = rasterize(vertices, faces, rank, size)
+    out = torch.full((vertices.shape[0], *size), -1, dtype=torch.long)
+    out[frame, y, x] = face
+    return out
 
 
 def draw_rank(mesh: Mesh) -> torch.Tensor:
@@ -109,30 +137,28 @@ def draw_rank(mesh: Mesh) -> torch.Tensor:
     return mesh.cached(key, build)
 
 
-def _texel_quads(mesh: Mesh, dtype: torch.dtype) -> torch.Tensor:
-    """[(H+2)*(W+2), 16] premultiplied RGBA of the 2x2 texels right/below of every texel of the
-    texture padded with transparent texels (1 before, 2 after): one gather per bilinear sample."""
+def _padded_texture(mesh: Mesh, dtype: torch.dtype) -> torch.Tensor:
+    """[1,4,Hp,Wp] premultiplied RGBA, zero-padded (transparent) to power-of-two sizes: the
+    normalised grid ``(2u+1)/Wp - 1`` and grid_sample's un-normalisation are then exact in
+    floating point, so integer texel positions read texels exactly."""
     def build():
         tex = mesh.texture.to(dtype)
         pre = torch.cat([tex[:3] * tex[3:], tex[3:]], 0)
-        pre = torch.nn.functional.pad(pre, (1, 2, 1, 2)).permute(1, 2, 0)     # [H+3,W+3,4]
-        quad = torch.cat([pre[:-1, :-1], pre[:-1, 1:], pre[1:, :-1], pre[1:, 1:]], -1)
-        return quad.reshape(-1, 16).contiguous()
-    return mesh.cached(("texel_quads", dtype), build)
+        h, w = pre.shape[1:]
+        hp, wp = 1 << max(h - 1, 1).bit_length(), 1 << max(w - 1, 1).bit_length()
+        return torch.nn.functional.pad(pre, (0, wp - w, 0, hp - h))[None].contiguous()
+    return mesh.cached(("padded_texture", dtype), build)
 
 
-def _sample_bilinear(quads: torch.Tensor, size: tuple[int, int], uv: torch.Tensor) -> torch.Tensor:
-    """Bilinear premultiplied-RGBA look-up at uv [N,2] (texel centres at integers, transparent
-    outside): ``grid_sample(bilinear, align_corners=False, padding_mode="zeros")``."""
-    h, w = size
-    x = uv[:, 0].clamp(-1.0, float(w)) + 1.0            # into the padded texture
-    y = uv[:, 1].clamp(-1.0, float(h)) + 1.0
-    x0, y0 = torch.floor(x), torch.floor(y)
-    fx, fy = x - x0, y - y0
-    q = quads[y0.long() * (w + 2) + x0.long()].view(-1, 4, 4)
-    gx, hx = 1 - fx, fx
-    weights = torch.stack([gx * (1 - fy), hx * (1 - fy), gx * fy, hx * fy], 1)
-    return (weights[:, :, None] * q).sum(1)
+def _sample_bilinear(texture: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
+    """Premultiplied RGBA [N,4] at uv [N,2] (texel centres at integers, transparent outside):
+    ``grid_sample(bilinear, align_corners=False, padding_mode="zeros")``."""
+    hp, wp = texture.shape[-2:]
+    size = torch.tensor([wp, hp], dtype=uv.dtype)
+    grid = (2 * uv + 1) / size - 1
+    out = torch.nn.functional.grid_sample(texture, grid.view(1, 1, -1, 2), mode="bilinear",
+                                          padding_mode="zeros", align_corners=False)
+    return out.view(4, -1).t()
 
 
 def render_mesh(mesh: Mesh, vertices: torch.Tensor, *, background=(1.0, 1.0, 1.0),
@@ -170,16 +196,13 @@ def render_mesh(mesh: Mesh, vertices: torch.Tensor, *, background=(1.0, 1.0, 1.0
         fail("out_size", "a positive (height, width)", repr(out_size))
     scale = torch.tensor([w / w0, h / h0], dtype=torch.float64)
     scaled = verts.detach().double() if (h, w) == (h0, w0) else (verts.detach().double() + 0.5) * scale - 0.5
-    rank = draw_rank(mesh)
-    ids = rasterize_face_ids(scaled, mesh.faces, rank, (h, w)).view(-1)
-    hit = torch.nonzero(ids >= 0).squeeze(1)
-    face = torch.argsort(rank)[ids[hit]]
+    frame, y, x, face = rasterize(scaled, mesh.faces, draw_rank(mesh), (h, w))
     n_frames = verts.shape[0]
-    frame = torch.div(hit, h * w, rounding_mode="floor")
-    pix = hit - frame * (h * w)
-    p = torch.stack([pix % w, torch.div(pix, w, rounding_mode="floor")], 1).to(dtype)
-    if (h, w) != (h0, w0):
-        p = (p + 0.5) / scale.to(dtype) - 0.5          # output pixel centre -> canvas px
+    hit = (frame * h + y) * w + x
+    px, py = x.to(dtype), y.to(dtype)
+    if (h, w) != (h0, w0):                                # output pixel centre -> canvas px
+        px = (px + 0.5) * (w0 / w) - 0.5
+        py = (py + 0.5) * (h0 / h) - 0.5
     # Per (frame, face) affine correction to rest-texture coordinates (see module doc).
     faces = mesh.constant("faces")
     rest = mesh.constant("vertices").to(dtype)[faces]     # [F,3,2]
@@ -191,22 +214,24 @@ def render_mesh(mesh: Mesh, vertices: torch.Tensor, *, background=(1.0, 1.0, 1.0
     # inv(E) with E = [e1 e2] as columns; D = (E_R - E) inv(E).
     inv = torch.stack([torch.stack([e[..., 1, 1], -e[..., 1, 0]], -1),
                        torch.stack([-e[..., 0, 1], e[..., 0, 0]], -1)], -2) / det[..., None, None]
-    diff = (er - e).transpose(-1, -2)                     # columns r_i - e_i
-    d = diff @ inv                                        # [T,F,2,2]
+    d = (er - e).transpose(-1, -2) @ inv                  # [T,F,2,2], columns r_i - e_i
     shift = rest[:, 0, :] - cur[..., 0, :]                # [T,F,2]
     params = torch.cat([d.reshape(n_frames, -1, 4), shift, cur[..., 0, :]], -1)
-    params = params.reshape(-1, 8)[frame * mesh.num_faces + face]   # [N,8]
-    q = p - params[:, 6:8]
-    uv = p + params[:, 4:6] + torch.stack(
-        [params[:, 0] * q[:, 0] + params[:, 1] * q[:, 1],
-         params[:, 2] * q[:, 0] + params[:, 3] * q[:, 1]], 1)
-    rgba = _sample_bilinear(_texel_quads(mesh, dtype), (h0, w0), uv)   # [N,4] premultiplied
+    prm = params.reshape(-1, 8).index_select(0, frame * mesh.num_faces + face).unbind(1)
+    qx, qy = px - prm[6], py - prm[7]
+    uv = torch.stack([px + prm[4] + prm[0] * qx + prm[1] * qy,
+                      py + prm[5] + prm[2] * qx + prm[3] * qy], 1)
+    rgba = _sample_bilinear(_padded_texture(mesh, dtype), uv)    # [N,4] premultiplied
     bg = torch.as_tensor(background, dtype=dtype)
     color = rgba[:, :3] + (1 - rgba[:, 3:]) * bg
-    image = bg.expand(n_frames * h * w, 3).clone()
-    image = image.index_put((hit,), color)
+    if bg.min() == bg.max():                              # grey backgrounds: a plain fill
+        image = torch.full((n_frames * h * w, 3), float(bg[0]), dtype=dtype)
+    else:
+        image = bg.expand(n_frames * h * w, 3).clone()
+    image.index_put_((hit,), color)
     image = image.view(n_frames, h, w, 3).to(device)
     if not return_alpha:
         return image, None
-    alpha = torch.zeros(n_frames * h * w, dtype=dtype).index_put((hit,), rgba[:, 3])
+    alpha = torch.zeros(n_frames * h * w, dtype=dtype)
+    alpha.index_put_((hit,), rgba[:, 3])
     return image, alpha.view(n_frames, h, w).to(device)
