@@ -107,11 +107,12 @@ class FlipbookAnimateXPoseIndicator:
         }, "optional": {
             "driving_frames": ("IMAGE", {"tooltip": "The driving video frames, one per pose (Animate-X encodes them with CLIP)."}),
             "reference_pose": (POSES, {"tooltip": "The character's pose: keypoint frame 0. Default: the first driving pose (as released)."}),
+            "reference_mask": ("MASK", {"tooltip": "Load Image's mask (1 = transparent): the reference is put on white."}),
         }}
 
-    def encode(self, clip_vision, reference, poses, driving_frames=None, reference_pose=None):
+    def encode(self, clip_vision, reference, poses, driving_frames=None, reference_pose=None, reference_mask=None):
         return (build_motion(_clip_encoder(clip_vision), reference, poses, driving_frames=driving_frames,
-                             reference_pose=reference_pose),)
+                             reference_pose=reference_pose, reference_mask=reference_mask),)
 
 
 class FlipbookAnimateXSampler:
@@ -152,10 +153,12 @@ class FlipbookAnimateXSampler:
         }, "optional": {
             "vae": ("VAE", {"tooltip": "SD 1/2 VAE: needed for reference_mode latent/both (encodes the reference)."}),
             "reference_pose_image": ("IMAGE", {"tooltip": "Rendered pose of the reference (latent modes). Default: the first pose image."}),
+            "reference_mask": ("MASK", {"tooltip": "Load Image's mask (1 = transparent): the reference is put on white."}),
         }}
 
     def sample(self, model, reference, pose_images, motion, seed, steps, cfg, eta, noise_offset, reference_mode,
-               width, height, context_frames, context_overlap, batch_cfg=True, vae=None, reference_pose_image=None):
+               width, height, context_frames, context_overlap, batch_cfg=True, vae=None, reference_pose_image=None,
+               reference_mask=None):
         if not isinstance(model, AnimateXModel):
             fail("model", "an Animate-X model from Flipbook Animate-X Loader", type(model).__name__)
         if not isinstance(motion, Motion):
@@ -166,7 +169,7 @@ class FlipbookAnimateXSampler:
                 return vae.encode(img[..., :3]).float().cpu()
         cond, latent_hw = prepare(model, reference, pose_images, motion, width=width, height=height,
                                   reference_mode=reference_mode, encode_latent=encode,
-                                  reference_pose_image=reference_pose_image)
+                                  reference_pose_image=reference_pose_image, reference_mask=reference_mask)
         unet = model.unet
         unet.to(torch_device())
         try:

@@ -162,6 +162,8 @@ def test_bad_inputs_raise_clear_errors(model, poses):
     with pytest.raises(FlipbookInputError, match="clip_vision"):
         S.sample(model.unet, S.Conditioning(cond.zero_y, cond.clip_ref[:5], cond.clip_frames[:, :5], cond.keypoints,
                                             cond.pose_images), latent_hw=hw, steps=1)
+    with pytest.raises(FlipbookInputError, match="reference_mask"):
+        prepare(model, ref_img, P.render_poses(seq, 64, 64), motion, reference_mask=torch.zeros(1, 32, 32))
     with pytest.raises(FlipbookInputError, match="driving_frames"):
         build_motion(lambda x: torch.zeros(x.shape[0], 32), ref_img, seq, driving_frames=torch.rand(F + 2, 32, 32, 3))
 
@@ -216,7 +218,12 @@ def test_nodes_end_to_end_under_inference_mode(tmp_path, monkeypatch, inference,
     clip = _clip()
     calls = clip.calls
     reference = torch.rand(1, 64, 64, 4)
-    (motion,) = N.FlipbookAnimateXPoseIndicator().encode(clip, reference, seq, reference_pose=ref)
+    mask = torch.zeros(1, 64, 64)
+    mask[:, :8] = 1.0                                    # transparent top rows: composited on white
+    (motion,) = N.FlipbookAnimateXPoseIndicator().encode(clip, reference, seq, reference_pose=ref, reference_mask=mask)
+    from comfyui_flipbook.pipelines.animatex.pipeline import reference_rgb
+    rgb = reference_rgb(reference, mask)
+    assert (rgb[0, :8] == 1).all() and torch.equal(rgb[0, 8:], reference[0, 8:, :, :3])
     assert motion.clip_frames.shape == (F + 1, TINY.clip_dim) and clip.calls == calls + 2
     (lat,) = N.FlipbookAnimateXSampler().sample(model, reference, images, motion, 13, 2, 2.5, 0.0, 0.1,
                                                 "local_image", 0, 0, 32, 8, False)

@@ -12,7 +12,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from ..errors import check_image, fail
+from ..errors import check_image, check_mask, fail
 from ..pose import PoseSequence, render_poses
 from .configs import AnimateXConfig
 from .sampler import Conditioning, sample
@@ -51,6 +51,18 @@ def _rgb(name: str, image: torch.Tensor) -> torch.Tensor:
     return image[..., :3].float()
 
 
+def reference_rgb(reference: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """The reference as (1, H, W, 3); with Load Image's MASK (1 = transparent) it is composited on
+    white (transparent pixels of a PNG come in black)."""
+    ref = _rgb("reference", reference)[:1]
+    if mask is not None:
+        m = check_mask("reference_mask", mask)[:1].to(ref)
+        if tuple(m.shape[1:]) != tuple(ref.shape[1:3]):
+            fail("reference_mask", f"a mask of the reference's size {tuple(ref.shape[1:3])}", f"{tuple(m.shape[1:])}")
+        ref = ref * (1 - m[..., None]) + m[..., None]
+    return ref
+
+
 def _resize(images: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
     """(N, H, W, 3) -> (N, 3, h, w), bilinear, aspect not kept (the release's behaviour)."""
     x = images.permute(0, 3, 1, 2)
@@ -61,7 +73,8 @@ def _resize(images: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
 
 def build_motion(encode_image: Callable[[torch.Tensor], torch.Tensor], reference: torch.Tensor,
                  poses: PoseSequence, *, driving_frames: torch.Tensor | None = None,
-                 reference_pose: PoseSequence | None = None, chunk: int = 16) -> Motion:
+                 reference_pose: PoseSequence | None = None, reference_mask: torch.Tensor | None = None,
+                 chunk: int = 16) -> Motion:
     """CLIP embeddings of the reference and the driving frames, and the keypoints, for the IPI.
 
     ``encode_image`` maps IMAGE (N, H, W, 3) to (N, D) pooled, projected CLIP embeddings, resized to
@@ -69,7 +82,7 @@ def build_motion(encode_image: Callable[[torch.Tensor], torch.Tensor], reference
     of each frame is its rendered skeleton: an interpretation, the release uses the video frames.
     Keypoint frame 0 is the reference pose when given, else driving frame 0 (the release's choice).
     """
-    ref = _rgb("reference", reference)[:1]
+    ref = reference_rgb(reference, reference_mask)
     f = poses.frames
     if driving_frames is None:
         driving = render_poses(poses, poses.canvas[1], poses.canvas[0])
@@ -94,7 +107,8 @@ def build_motion(encode_image: Callable[[torch.Tensor], torch.Tensor], reference
 def prepare(model: AnimateXModel, reference: torch.Tensor, pose_images: torch.Tensor, motion: Motion, *,
             width: int = 0, height: int = 0, reference_mode: str = "local_image",
             encode_latent: Callable[[torch.Tensor], torch.Tensor] | None = None,
-            reference_pose_image: torch.Tensor | None = None) -> tuple[Conditioning, tuple[int, int]]:
+            reference_pose_image: torch.Tensor | None = None,
+            reference_mask: torch.Tensor | None = None) -> tuple[Conditioning, tuple[int, int]]:
     """Sampler inputs at width x height (0: the model's native 512 x 768). Returns the conditioning
     and the latent size. ``encode_latent`` (latent/both modes) maps IMAGE (1, H, W, 3) to the VAE's
     raw latent (1, 4, h, w); it is scaled by the model's VAE factor here."""
@@ -111,7 +125,7 @@ def prepare(model: AnimateXModel, reference: torch.Tensor, pose_images: torch.Te
     if poses.shape[0] != motion.frames:
         fail("pose_images", f"one image per pose of the motion ({motion.frames})",
              f"{poses.shape[0]} images (pose count != frame count)")
-    ref = _rgb("reference", reference)[:1]
+    ref = reference_rgb(reference, reference_mask)
     local = ref_latent = ref_pose = None
     if reference_mode in ("local_image", "both"):
         local = _resize(ref, hw)[0]
