@@ -10,6 +10,7 @@ import sys
 TEST_MODEL_WRITERS: list[str] = [
     ".pipelines.cpabmm.model:write_test_models",
     ".pipelines.flipsketch:write_test_models",
+    ".pipelines.animatex.testmodels:write_test_models",
 ]
 
 
