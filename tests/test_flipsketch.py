@@ -224,7 +224,7 @@ def test_nodes_under_inference_mode(inference):
 
 def _run_api_workflow(wf, overrides, out_dir):
     """A minimal executor for an API-format workflow: our nodes, plus LoadImage/SaveAnimatedWEBP
-    stand-ins that read the pack's examples folder and write a real animated WebP."""
+    stand-ins that read the pack's assets folder and write a real animated WebP."""
     import numpy as np
     from PIL import Image
 
@@ -241,7 +241,7 @@ def _run_api_workflow(wf, overrides, out_dir):
             if isinstance(v, list) and len(v) == 2 and isinstance(v[0], str):
                 inputs[k] = run(v[0])[v[1]]
         if node["class_type"] == "LoadImage":
-            arr = np.asarray(Image.open(os.path.join(ROOT, "examples", inputs["image"])).convert("RGB"))
+            arr = np.asarray(Image.open(os.path.join(ROOT, "assets", inputs["image"])).convert("RGB"))
             img = torch.from_numpy(arr.astype(np.float32) / 255)[None]
             out = (img, torch.zeros(img.shape[:3]))
         elif node["class_type"] == "SaveAnimatedWEBP":

@@ -1,5 +1,5 @@
-"""Draws examples/flipsketch_cat_sketch.png: a cat in black strokes on white, the sketch the shipped
-FlipSketch workflow animates ("a cat is walking"). Run: python examples/make_flipsketch_sketch.py"""
+"""Draws assets/flipsketch_cat_sketch.png: a cat in black strokes on white, the sketch the shipped
+FlipSketch workflow animates ("a cat is walking"). Run: python assets/make_flipsketch_sketch.py"""
 import os
 
 from PIL import Image, ImageDraw
