@@ -9,6 +9,8 @@ import sys
 # models folder, exactly the files and layouts that the shipped workflows name in their loaders.
 TEST_MODEL_WRITERS: list[str] = [
     ".pipelines.cpabmm.model:write_test_models",
+    ".pipelines.flipsketch:write_test_models",
+    ".pipelines.animatex.testmodels:write_test_models",
 ]
 
 

@@ -1,6 +1,6 @@
 """Benchmark of the weight-free FlexiClip path: mesh build, 24 x deform, 24 x render (CPU).
 
-    PYTHONPATH=<dir holding comfyui_flipbook> python benchmarks/clipart.py [--frames 24] [--repeat 3]
+    PYTHONPATH=<dir holding comfyui_flipbook> python benchmarks/clipart.py [--frames 24] [--repeat 3] [--threads 2]
 
 Input: the shipped character (assets/flipbook_character.png, 512² RGBA) with its keypoints,
 area-resized to 256² and 512², the "wave" Bezier preset. Triangle area as the nodes use it:
@@ -76,7 +76,7 @@ def run_size(size, frames, repeat, area_256=30.0, label=None):
         t_chol_factor, _ = _best(lambda: MeshDeformer(mesh, solver="dense"), 1)
         t_chol, v_chol = _best(lambda: dense_chol.deform(targets), repeat)
         n_base = min(frames, 6)
-        t_base, v_base = _best(lambda: _dense_baseline(deformer, targets[:n_base]), 1)
+        t_base, v_base = _best(lambda: _dense_baseline(deformer, targets[:n_base]), repeat)
         t_arap_setup, arap = _best(lambda: MeshDeformer(mesh, "arap"), 1)
         t_arap, _ = _best(lambda: arap.deform(targets), repeat)
     agree = float((v_base - verts[:n_base].double()).abs().max())
@@ -106,8 +106,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--frames", type=int, default=24)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (the target is 2)")
     args = parser.parse_args()
-    torch.set_num_threads(min(2, torch.get_num_threads()))
+    torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU only (no GPU figures)")
     run_size(256, args.frames, 1)                                  # warm imports and caches
     run_size(256, args.frames, args.repeat)

@@ -19,6 +19,7 @@ Premultiplied interpolation keeps the colour of fully transparent texels out of 
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from .errors import check_finite, describe, fail
@@ -126,15 +127,13 @@ def rasterize_face_ids(vertices: torch.Tensor, faces: torch.Tensor, rank: torch.
 
 
 def draw_rank(mesh: Mesh) -> torch.Tensor:
-    """[F] draw rank of every face: by z, then face index (the last drawn wins)."""
-    def build():
-        order = torch.argsort(mesh.z.double() * (mesh.num_faces + 1)
-                              + torch.arange(mesh.num_faces, dtype=torch.float64))
-        rank = torch.empty_like(order)
-        rank[order] = torch.arange(mesh.num_faces)
-        return rank
-    key = ("draw_rank", mesh.z.data_ptr(), tuple(mesh.z.shape))
-    return mesh.cached(key, build)
+    """[F] draw rank of every face: by z, then face index (the last drawn wins). Not cached:
+    ``mesh.z`` may be reassigned, and this is one small sort."""
+    z = mesh.z.detach().cpu().to(torch.float64)
+    order = torch.from_numpy(np.lexsort((np.arange(mesh.num_faces), z.numpy())))
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(mesh.num_faces)
+    return rank
 
 
 def _padded_texture(mesh: Mesh, dtype: torch.dtype) -> torch.Tensor:

@@ -156,16 +156,24 @@ def test_operators(character):
     lap = cotan_laplacian(mesh)
     assert abs(lap - lap.T).max() < 1e-9
     assert np.abs(lap @ np.ones(mesh.num_vertices)).max() < 1e-9     # constants in the kernel
-    # -2*cotmatrix: off-diagonal entry of an interior edge is -(cot a + cot b).
-    f = mesh.faces[0].tolist()
+    # -2*cotmatrix: the entry of an interior edge (i, j) is -(cot a + cot b), a and b the angles
+    # opposite to it (igl.cotmatrix holds +(cot a + cot b)/2).
+    from comfyui_flipbook.pipelines.deform import mesh_edges
+    i, j, l, r, _, _ = mesh_edges(mesh.faces.numpy())
     p = mesh.vertices.numpy()
-    assert lap[f[0], f[1]] < 0 and np.all(np.linalg.eigvalsh(lap.toarray())[:1] > -1e-8)
+    k = int(np.nonzero(r >= 0)[0][0])
+
+    def cot(apex, a, b):
+        u, v = p[a] - p[apex], p[b] - p[apex]
+        return (u @ v) / abs(u[0] * v[1] - u[1] * v[0])
+    expected = -(cot(l[k], i[k], j[k]) + cot(r[k], i[k], j[k]))
+    assert abs(lap[i[k], j[k]] - expected) < 1e-9
+    assert np.linalg.eigvalsh(lap.toarray()).min() > -1e-8          # positive semi-definite
     jac = face_jacobians(mesh, mesh.vertices)
     assert torch.allclose(jac, torch.eye(2, dtype=torch.float64).expand_as(jac), atol=1e-12)
     affine = torch.tensor([[1.2, 0.3], [-0.1, 0.9]], dtype=torch.float64)
     jac = face_jacobians((mesh.vertices, mesh.faces), mesh.vertices @ affine.T + 5)
     assert torch.allclose(jac, affine.expand_as(jac), atol=1e-10)
-    assert p.shape[1] == 2
 
 
 @pytest.mark.parametrize("method", METHODS)

@@ -156,3 +156,21 @@ def test_render_bad_input(character):
         render_mesh("mesh", mesh.vertices)
     with pytest.raises(FlipbookInputError):
         render_mesh(mesh, mesh.vertices, out_size=(0, 10))
+
+
+def test_face_id_pass_has_no_gaps_on_shared_integer_edges():
+    # A 6x6 grid of squares (corners on pixel centres), two triangles each: every pixel centre of
+    # the covered square lies on an edge or vertex of some triangles and must still get a face.
+    n, step = 6, 4
+    gy, gx = torch.meshgrid(torch.arange(n + 1), torch.arange(n + 1), indexing="ij")
+    verts = (torch.stack([gx, gy], -1).reshape(-1, 2) * step + 2).double()
+    idx = lambda r, c: r * (n + 1) + c  # noqa: E731
+    faces = []
+    for r in range(n):
+        for c in range(n):
+            faces += [[idx(r, c), idx(r, c + 1), idx(r + 1, c + 1)], [idx(r, c), idx(r + 1, c + 1), idx(r + 1, c)]]
+    faces = torch.tensor(faces)
+    ids = rasterize_face_ids(verts[None], faces, torch.arange(len(faces)), (30, 30))[0]
+    inside = torch.zeros(30, 30, dtype=torch.bool)
+    inside[2:2 + n * step + 1, 2:2 + n * step + 1] = True
+    assert (ids[inside] >= 0).all() and (ids[~inside] == -1).all()
