@@ -7,7 +7,11 @@ import sys
 
 # "module:function" writers of tiny random models, one per family. Each writes, under a ComfyUI
 # models folder, exactly the files and layouts that the shipped workflows name in their loaders.
-TEST_MODEL_WRITERS: list[str] = []
+TEST_MODEL_WRITERS: list[str] = [
+    ".pipelines.cpabmm.model:write_test_models",
+    ".pipelines.flipsketch:write_test_models",
+    ".pipelines.animatex.testmodels:write_test_models",
+]
 
 
 def make_test_models(models_dir: str) -> list[str]:

@@ -174,6 +174,19 @@ def input_image_path(name: str) -> str:
     return path
 
 
+def list_input_files(suffixes: tuple[str, ...]) -> list[str]:
+    """Files with these suffixes in ComfyUI's input folder, plus the pack's assets of that kind
+    (which ComfyUI copies there at start-up), sorted."""
+    fp = _try_import("folder_paths")
+    assets = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets")
+    roots = [assets] + ([fp.get_input_directory()] if fp is not None else [])
+    names = set()
+    for root in roots:
+        if os.path.isdir(root):
+            names.update(f for f in os.listdir(root) if f.lower().endswith(suffixes))
+    return sorted(names)
+
+
 # --- shipped assets (example inputs) ----------------------------------------------------------------
 
 EXAMPLE_SUFFIXES = (".png", ".webp", ".jpg", ".json")

@@ -26,6 +26,21 @@ _EXAMPLE_POINTS = json.dumps([[256, 112], [256, 176], [256, 300], [196, 232], [1
 _EXAMPLE_EDGES = json.dumps([[0, 1], [1, 2], [1, 3], [3, 4], [1, 5], [5, 6], [2, 7], [7, 8], [2, 9], [9, 10]])
 
 
+_INVERT_TIP = ("On: the mask is 1 where the picture is transparent, as ComfyUI's Load Image gives it "
+               "(1 - alpha); the character is where the mask is 0. Off: the mask is 1 on the character.")
+
+
+def _silhouette(mask, image, invert: bool):
+    """ComfyUI's Load Image drops alpha from IMAGE and returns MASK = 1 - alpha (nodes.py, LoadImage)."""
+    if mask is None:
+        return None
+    m = check_mask("mask", mask)
+    if tuple(m.shape[1:]) != tuple(image.shape[1:3]):
+        fail("mask", f"the image's size {tuple(image.shape[1:3])}", f"{tuple(m.shape[1:])}")
+    m = m[:1]
+    return 1.0 - m if invert else m
+
+
 def _canvas(image) -> tuple[int, int]:
     image = check_image("image", image)
     return int(image.shape[1]), int(image.shape[2])
@@ -109,17 +124,15 @@ class FlipbookAutoKeypoints:
                                       "tooltip": "At most this many keypoints (AniClipart's examples use 5-16)."}),
             "min_branch": ("FLOAT", {"default": 0.08, "min": 0.0, "max": 0.5, "step": 0.01,
                                      "tooltip": "Branches shorter than this fraction of the figure's size are pruned as noise."}),
+            "invert_mask": ("BOOLEAN", {"default": True, "tooltip": _INVERT_TIP}),
         }, "optional": {
-            "mask": ("MASK", {"tooltip": "Silhouette to use instead of the picture's alpha."}),
+            "mask": ("MASK", {"tooltip": "Silhouette (e.g. Load Image's MASK) instead of the picture's alpha or ink."}),
         }}
 
-    def build(self, image, max_keypoints, min_branch, mask=None):
+    def build(self, image, max_keypoints, min_branch, invert_mask=True, mask=None):
         image = check_image("image", image)
-        if mask is not None:
-            mask = check_mask("mask", mask)
-            if tuple(mask.shape[1:]) != tuple(image.shape[1:3]):
-                fail("mask", f"the image's size {tuple(image.shape[1:3])}", f"{tuple(mask.shape[1:])}")
-        return (keypoints.auto_keypoints(mask, image=image[0], max_keypoints=max_keypoints, min_branch=min_branch),)
+        sil = _silhouette(mask, image, invert_mask)
+        return (keypoints.auto_keypoints(sil, image=image[0], max_keypoints=max_keypoints, min_branch=min_branch),)
 
 
 class FlipbookMeshBuilder:
@@ -144,15 +157,18 @@ class FlipbookMeshBuilder:
                                     "tooltip": "Grow the silhouette by this many pixels so its edge lies inside triangles."}),
             "backend": (["scipy", "triangle"], {"default": "scipy",
                                                 "tooltip": "scipy: no extra dependency. triangle: Shewchuk's Triangle (pip install triangle; non-commercial licence)."}),
+            "invert_mask": ("BOOLEAN", {"default": True, "tooltip": _INVERT_TIP}),
         }, "optional": {
-            "mask": ("MASK", {"tooltip": "Silhouette to use instead of the picture's alpha / non-white pixels."}),
+            "mask": ("MASK", {"tooltip": "Silhouette, e.g. Load Image's MASK (connect it: Load Image's IMAGE has no alpha). "
+                                         "Without it: the picture's alpha, else non-white pixels."}),
         }}
 
-    def build(self, image, skeleton, max_triangle_area, min_angle, margin_px, backend, mask=None):
+    def build(self, image, skeleton, max_triangle_area, min_angle, margin_px, backend, invert_mask=True, mask=None):
         image = check_image("image", image)
         if tuple(skeleton.canvas) != tuple(image.shape[1:3]):
             skeleton = skeleton.scaled_to(tuple(image.shape[1:3]))
-        m = None if mask is None else check_mask("mask", mask)[0]
+        m = _silhouette(mask, image, invert_mask)
+        m = None if m is None else m[0]
         area = triangle_area(tuple(image.shape[1:3]), max_triangle_area)
         return (build_mesh(image[0], m, skeleton, max_area=area, min_angle=min_angle,
                            margin_px=margin_px, backend=backend),)

@@ -20,7 +20,7 @@ WORKFLOWS = {
         {"id": 2, "type": "FlipbookKeypointsFromJSON", "pos": [400, 40], "size": [340, 300],
          "links": {"image": (1, 0)}},
         {"id": 3, "type": "FlipbookMeshBuilder", "pos": [800, 40], "size": [320, 200],
-         "links": {"image": (1, 0), "skeleton": (2, 0)}},
+         "links": {"image": (1, 0), "skeleton": (2, 0), "mask": (1, 1)}},
         {"id": 4, "type": "FlipbookBezierTrajectory", "pos": [800, 320], "size": [320, 260],
          "links": {"skeleton": (2, 0)}, "widgets": {"preset": "wave", "amplitude": 0.08, "frames": 24}},
         {"id": 5, "type": "FlipbookMeshDeform", "pos": [1180, 40], "size": [320, 130],
@@ -37,6 +37,36 @@ WORKFLOWS = {
          "links": {"animation": (5, 0)}},
     ],
 }
+
+# Animate-X: a dance (OpenPose JSON) retargeted to the character's proportions drives the character.
+WORKFLOWS["animatex"] = [
+    {"id": 1, "type": "LoadImage", "pos": [40, 40], "size": [300, 360], "widgets": {"image": CHARACTER},
+     "title": "Character (reference)"},
+    {"id": 2, "type": "FlipbookLoadPoseKeypoints", "pos": [40, 460], "size": [320, 200],
+     "widgets": {"file": "animatex_dance_poses.json"}, "title": "Driving poses (dance)"},
+    {"id": 3, "type": "FlipbookLoadPoseKeypoints", "pos": [40, 720], "size": [320, 200],
+     "widgets": {"file": "flipbook_character_pose.json"}, "title": "Character pose"},
+    {"id": 4, "type": "FlipbookPoseRetarget", "pos": [420, 460], "size": [320, 420],
+     "links": {"poses": (2, 0), "reference_pose": (3, 0)}},
+    {"id": 5, "type": "FlipbookPoseRender", "pos": [800, 620], "size": [320, 220], "links": {"poses": (4, 0)}},
+    {"id": 6, "type": "PreviewImage", "pos": [1160, 620], "size": [300, 360], "links": {"images": (5, 0)}},
+    {"id": 7, "type": "CLIPVisionLoader", "pos": [420, 40], "size": [320, 80],
+     "widgets": {"clip_name": "CLIP-ViT-H-14-laion2B-s32B-b79K.safetensors"}},
+    {"id": 8, "type": "FlipbookAnimateXPoseIndicator", "pos": [800, 40], "size": [320, 140],
+     "links": {"clip_vision": (7, 0), "reference": (1, 0), "poses": (4, 0), "reference_pose": (3, 0),
+               "reference_mask": (1, 1)}},
+    {"id": 9, "type": "FlipbookAnimateXLoader", "pos": [420, 180], "size": [320, 160],
+     "widgets": {"unet_name": "animate-x_ckpt.pth", "text_encoder": "open_clip_pytorch_model.bin"}},
+    {"id": 10, "type": "FlipbookAnimateXSampler", "pos": [1160, 40], "size": [340, 460],
+     "links": {"model": (9, 0), "reference": (1, 0), "pose_images": (5, 0), "motion": (8, 0),
+               "reference_mask": (1, 1)}},
+    {"id": 11, "type": "VAELoader", "pos": [1160, 520], "size": [320, 80],
+     "widgets": {"vae_name": "vae-ft-mse-840000-ema-pruned.safetensors"}},
+    {"id": 12, "type": "VAEDecode", "pos": [1540, 40], "size": [220, 60], "links": {"samples": (10, 0), "vae": (11, 0)}},
+    {"id": 13, "type": "SaveAnimatedWEBP", "pos": [1800, 40], "size": [360, 420], "links": {"images": (12, 0)},
+     "widgets": {"filename_prefix": "flipbook/animatex", "fps": 8.0, "lossless": False, "quality": 90}},
+]
+
 
 
 def main(names):

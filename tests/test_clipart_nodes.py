@@ -35,7 +35,7 @@ def points():
 def _chain(character, points, preset="wave", frames=6, method="poisson_bilap"):
     (sk,) = run("FlipbookKeypointsFromJSON", image=character, points_json=points, edges_json="", normalized=False, root=-1)
     (mesh,) = run("FlipbookMeshBuilder", image=character, skeleton=sk, max_triangle_area=60.0, min_angle=20.0,
-                  margin_px=2.0, backend="scipy")
+                  margin_px=2.0, backend="scipy", invert_mask=True)
     (traj,) = run("FlipbookBezierTrajectory", skeleton=sk, frames=frames, preset=preset, amplitude=0.08,
                   loop="loop", cycles=1, seed=0)
     (anim,) = run("FlipbookMeshDeform", mesh=mesh, trajectory=traj, method=method, constraint_lambda=1.0)
@@ -70,8 +70,29 @@ def test_still_preset_renders_the_input_everywhere(inference, character, points)
     assert torch.allclose(mask, character[..., 3].expand(3, -1, -1), atol=1e-5)
 
 
+def test_load_image_convention_matches_rgba(inference, character, points):
+    """ComfyUI's Load Image gives RGB (alpha dropped) and MASK = 1 - alpha: wired together they must
+    render exactly like the RGBA picture, transparent areas as background (not black)."""
+    rgb, load_mask = character[..., :3], 1.0 - character[..., 3]          # PIL convert("RGB") keeps straight colours
+    (sk,) = run("FlipbookKeypointsFromJSON", image=rgb, points_json=points, edges_json="", normalized=False, root=-1)
+    kw = dict(skeleton=sk, max_triangle_area=60.0, min_angle=20.0, margin_px=2.0, backend="scipy")
+    (m_rgba,) = run("FlipbookMeshBuilder", image=character, invert_mask=True, **kw)
+    (m_load,) = run("FlipbookMeshBuilder", image=rgb, mask=load_mask, invert_mask=True, **kw)
+    (traj,) = run("FlipbookBezierTrajectory", skeleton=sk, frames=3, preset="sway", amplitude=0.05, loop="loop",
+                  cycles=1, seed=0)
+    outs = []
+    for mesh in (m_rgba, m_load):
+        (anim,) = run("FlipbookMeshDeform", mesh=mesh, trajectory=traj, method="poisson_bilap", constraint_lambda=1.0)
+        outs.append(run("FlipbookMeshRender", animation=anim, background="white", scale=1.0))
+    assert (outs[0][0] - outs[1][0]).abs().max() < 1e-4
+    assert outs[1][0][:, 0, 0].min() > 0.99                               # the corner is white background
+    (a,) = run("FlipbookAutoKeypoints", image=character, max_keypoints=12, min_branch=0.08, invert_mask=True)
+    (b,) = run("FlipbookAutoKeypoints", image=rgb, max_keypoints=12, min_branch=0.08, invert_mask=True, mask=load_mask)
+    assert torch.allclose(a.points, b.points)
+
+
 def test_auto_keypoints_node_and_pose_node(inference, character):
-    (sk,) = run("FlipbookAutoKeypoints", image=character, max_keypoints=12, min_branch=0.08)
+    (sk,) = run("FlipbookAutoKeypoints", image=character, max_keypoints=12, min_branch=0.08, invert_mask=True)
     assert 4 <= sk.num_points <= 12 and sk.canvas == (256, 256)
     pose = [{"people": [{"pose_keypoints_2d": sum([[0.3 + 0.02 * i, 0.2 + 0.03 * i + 0.01 * t, 1.0] for i in range(18)], [])}],
              "canvas_width": 256, "canvas_height": 256} for t in range(4)]
@@ -90,14 +111,14 @@ def test_nodes_reject_bad_inputs(inference, character, points):
             normalized=False, root=-1)
     (sk,) = run("FlipbookKeypointsFromJSON", image=character, points_json=points, edges_json="", normalized=False,
                 root=-1)
-    with pytest.raises(FlipbookInputError, match="mask"):
+    with pytest.raises(FlipbookInputError, match="mask"):      # all transparent: nothing to animate
         run("FlipbookMeshBuilder", image=character, skeleton=sk, max_triangle_area=60.0, min_angle=20.0,
-            margin_px=2.0, backend="scipy", mask=torch.zeros(1, 256, 256))
+            margin_px=2.0, backend="scipy", invert_mask=True, mask=torch.ones(1, 256, 256))
     with pytest.raises(FlipbookInputError):
         run("FlipbookMeshBuilder", image=torch.full((1, 256, 256, 3), float("nan")), skeleton=sk,
-            max_triangle_area=60.0, min_angle=20.0, margin_px=2.0, backend="scipy")
+            max_triangle_area=60.0, min_angle=20.0, margin_px=2.0, backend="scipy", invert_mask=True)
     (mesh,) = run("FlipbookMeshBuilder", image=character, skeleton=sk, max_triangle_area=60.0, min_angle=20.0,
-                  margin_px=2.0, backend="scipy")
+                  margin_px=2.0, backend="scipy", invert_mask=True)
     (other,) = run("FlipbookKeypointsFromJSON", image=character, points_json="[[10, 10], [100, 100], [50, 200]]",
                    edges_json="", normalized=False, root=-1)
     (traj,) = run("FlipbookBezierTrajectory", skeleton=other, frames=4, preset="sway", amplitude=0.05,
@@ -105,7 +126,8 @@ def test_nodes_reject_bad_inputs(inference, character, points):
     with pytest.raises(FlipbookInputError, match="keypoints"):
         run("FlipbookMeshDeform", mesh=mesh, trajectory=traj, method="poisson_bilap", constraint_lambda=1.0)
     with pytest.raises(FlipbookInputError, match="mask"):
-        run("FlipbookAutoKeypoints", image=character, max_keypoints=8, min_branch=0.08, mask=torch.ones(1, 32, 32))
+        run("FlipbookAutoKeypoints", image=character, max_keypoints=8, min_branch=0.08, invert_mask=True,
+            mask=torch.ones(1, 32, 32))
 
 
 def test_every_node_has_tooltips_category_and_description():

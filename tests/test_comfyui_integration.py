@@ -355,7 +355,8 @@ def test_frontend_loads_every_workflow(server, object_info, browser_page, tmp_pa
         assert not state["broken"], f"{path.name}: nodes loaded as missing/broken {state['broken']}"
         assert state["types"] == sorted(f"{n['id']}:{n['type']}" for n in wf["nodes"]), (
             f"{path.name}: graph after load {state['types']}")
-        page.evaluate("() => app.canvas.setDirty(true, true)")
+        page.evaluate("async () => { try { await app.extensionManager.command.execute('Comfy.Canvas.FitView'); }"
+                      " catch (e) {} app.canvas.setDirty(true, true); }")
         page.wait_for_timeout(500)
         shot = shots / f"{path.stem}.png"
         page.screenshot(path=str(shot))
@@ -401,4 +402,40 @@ def test_template_browser_shows_and_opens_workflows(server, browser_page, tmp_pa
             " === JSON.stringify(want)", arg=want, timeout=30_000)
     print(f"[comfyui] template browser: {PACK_NAME} shows and opens {[p.stem for p in UI_WORKFLOWS]}; "
           f"screenshot {shots / 'template_browser.png'}")
+    assert not page.page_errors, f"uncaught errors in the page: {page.page_errors}"
+
+
+def test_frontend_queues_and_shows_every_workflow(server, browser_page, tmp_path_factory):
+    """What the Run button does (app.queuePrompt) for each UI workflow: it finishes in ComfyUI and the
+    canvas shows the output nodes' results (screenshot <name>_run.png)."""
+    assert UI_WORKFLOWS, f"no UI-format workflows in {REPO / 'workflows'}"
+    page = browser_page
+    shots = Path(os.environ.get("FLIPBOOK_SCREENSHOT_DIR") or tmp_path_factory.mktemp("screenshots"))
+    shots.mkdir(parents=True, exist_ok=True)
+    for path in UI_WORKFLOWS:
+        page.keyboard.press("Escape")
+        page.evaluate("async (wf) => { await app.loadGraphData(wf); app.nodeOutputs = {}; }", json.loads(path.read_text()))
+        before = set(server.get("/history"))
+        page.evaluate("async () => { await app.queuePrompt(0, 1); }")
+        deadline = time.monotonic() + PROMPT_TIMEOUT
+        new = []
+        while time.monotonic() < deadline:
+            assert server.proc.poll() is None, server.explain(f"{path.name}: ComfyUI exited")
+            hist = server.get("/history")
+            new = [k for k in hist if k not in before and hist[k].get("status", {}).get("completed") is not None]
+            if new:
+                break
+            time.sleep(0.5)
+        assert len(new) == 1, server.explain(f"{path.name}: queued from the frontend, nothing finished "
+                                             f"within {PROMPT_TIMEOUT:.0f} s")
+        outputs = _check_history(server, f"{path.name} (frontend)", hist[new[0]])
+        page.wait_for_function("(ids) => ids.every(id => app.nodeOutputs && app.nodeOutputs[id])",
+                               arg=sorted(outputs), timeout=60_000)
+        page.evaluate("async () => { try { await app.extensionManager.command.execute('Comfy.Canvas.FitView'); }"
+                      " catch (e) {} app.canvas.setDirty(true, true); }")
+        page.wait_for_timeout(1500)
+        shot = shots / f"{path.stem}_run.png"
+        page.screenshot(path=str(shot))
+        print(f"[comfyui] frontend run: {path.name} finished, canvas shows outputs of nodes {sorted(outputs)}; "
+              f"screenshot {shot}")
     assert not page.page_errors, f"uncaught errors in the page: {page.page_errors}"

@@ -1,0 +1,169 @@
+"""CPABMM nodes: load a user-trained checkpoint, animate a picture with a driving video, load frames.
+
+No official CPABMM weights exist (spec cpab.md §0): put your own checkpoint in ComfyUI's
+models/cpabmm folder (.safetensors, or the official .pth.tar, read with torch.load(weights_only=True)).
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+
+from ..pipelines import cpabmm
+from ..pipelines.errors import FlipbookInputError, fail
+from ._comfy import (free_memory, input_image_path, list_models, model_path, progress_callback,
+                     register_model_folder, torch_device)
+
+CAT = "Flipbook/CPAB"
+MODEL = "FLIPBOOK_CPABMM_MODEL"
+FOLDER = "cpabmm"
+EXTENSIONS = {".safetensors", ".pth", ".tar", ".pt", ".ckpt"}
+
+register_model_folder(FOLDER, EXTENSIONS)
+
+
+def _checkpoints() -> list[str]:
+    return list_models(FOLDER) or ["cpabmm-vox-256.safetensors"]
+
+
+class FlipbookCPABMMLoader:
+    DESCRIPTION = ("Loads a CPABMM checkpoint you trained (the authors released none) from models/cpabmm: "
+                   ".safetensors, or the official training checkpoint (.pth.tar) read safely with "
+                   "torch.load(weights_only=True). The preset sets resolution and fit iterations when the file "
+                   "does not store its own config.")
+    CATEGORY = CAT
+    FUNCTION = "load"
+    RETURN_TYPES = (MODEL,)
+    RETURN_NAMES = ("model",)
+    OUTPUT_TOOLTIPS = ("CPABMM networks (keypoint detector, dense motion, inpainting, optional background and AVD).",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "checkpoint": (_checkpoints(), {"tooltip": "A file in ComfyUI's models/cpabmm folder."}),
+            "preset": (["auto", *cpabmm.PRESETS], {"default": "auto",
+                                                  "tooltip": "auto: the config stored in the file. vox/taichi/mgif: "
+                                                             "256² input (taichi fits 200 iterations); ted: 384²."}),
+        }}
+
+    def load(self, checkpoint, preset):
+        path = model_path(FOLDER, checkpoint)
+        return (cpabmm.load_model(path, preset, device=torch_device()),)
+
+
+class FlipbookCPABMMAnimate:
+    DESCRIPTION = ("CPABMM motion transfer: animates the source picture with the motion of the driving frames. "
+                   "Keypoints from both → 10 local + 1 global CPAB transforms fitted per frame → dense motion with "
+                   "occlusion → inpainting. ~seconds per frame on a CPU at 256² (the θ fits dominate).")
+    CATEGORY = CAT
+    FUNCTION = "animate"
+    RETURN_TYPES = ("IMAGE",)
+    RETURN_NAMES = ("frames",)
+    OUTPUT_TOOLTIPS = ("One animated frame per driving frame, at the source's size.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model": (MODEL, {"tooltip": "From Flipbook CPABMM Loader."}),
+            "source": ("IMAGE", {"tooltip": "The picture to animate (first frame used)."}),
+            "driving": ("IMAGE", {"tooltip": "The driving video frames (e.g. from Flipbook Load Frames)."}),
+            "mode": (list(cpabmm.MODES), {"default": "relative",
+                                         "tooltip": "relative: source keypoints + driving motion since frame 0, scaled "
+                                                    "by the hull areas. standard: driving keypoints as they are. avd: "
+                                                    "the AVD network (needs avd weights)."}),
+            "max_iter": ("INT", {"default": 0, "min": 0, "max": 2000,
+                                 "tooltip": "Adam iterations of the local θ fits (global: 1.5×). 0 = the preset's "
+                                            "(100; taichi 200)."}),
+            "use_bg": ("BOOLEAN", {"default": True,
+                                   "tooltip": "Use the background motion predictor when the checkpoint has one."}),
+            "batch": ("INT", {"default": 4, "min": 1, "max": 64, "tooltip": "Driving frames processed together."}),
+        }}
+
+    def animate(self, model, source, driving, mode, max_iter, use_bg, batch):
+        if not isinstance(model, cpabmm.CPABMM):
+            fail("model", "a FLIPBOOK_CPABMM_MODEL from Flipbook CPABMM Loader", type(model).__name__)
+        cb = progress_callback(int(driving.shape[0]) if isinstance(driving, torch.Tensor) else 1, "CPABMM")
+        out = cpabmm.animate(model, source[:1].clone() if isinstance(source, torch.Tensor) else source,
+                             driving.clone() if isinstance(driving, torch.Tensor) else driving,
+                             mode=mode, max_iter=max_iter, use_bg=use_bg, batch=batch, callback=cb)
+        free_memory()
+        return (out,)
+
+
+class FlipbookCPABMMConvert:
+    DESCRIPTION = ("Converts an official CPABMM training checkpoint (.pth/.pth.tar, read with "
+                   "torch.load(weights_only=True)) in models/cpabmm to .safetensors next to it, with its config stored.")
+    CATEGORY = CAT
+    FUNCTION = "convert"
+    OUTPUT_NODE = True
+    RETURN_TYPES = ("STRING",)
+    RETURN_NAMES = ("path",)
+    OUTPUT_TOOLTIPS = ("The written .safetensors file.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "checkpoint": (_checkpoints(), {"tooltip": "The .pth/.tar checkpoint in models/cpabmm."}),
+            "preset": (list(cpabmm.PRESETS), {"default": "vox", "tooltip": "The config it was trained with."}),
+        }}
+
+    def convert(self, checkpoint, preset):
+        src = model_path(FOLDER, checkpoint)
+        if src.lower().endswith(".safetensors"):
+            fail("checkpoint", "a .pth/.tar/.pt checkpoint to convert", checkpoint)
+        return (cpabmm.convert_to_safetensors(src, None, preset),)
+
+
+class FlipbookLoadFrames:
+    DESCRIPTION = ("Loads every frame of an animated WebP/GIF/PNG (or one still picture) from ComfyUI's input folder "
+                   "as an IMAGE batch. Core LoadImage keeps only the first frame.")
+    CATEGORY = CAT
+    FUNCTION = "load"
+    RETURN_TYPES = ("IMAGE", "INT")
+    RETURN_NAMES = ("frames", "count")
+    OUTPUT_TOOLTIPS = ("Frames [F,H,W,3] in 0..1.", "Number of frames.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "file": ("STRING", {"default": "cpabmm_driving.webp",
+                                "tooltip": "File name inside ComfyUI's input folder."}),
+            "max_frames": ("INT", {"default": 0, "min": 0, "max": 10000, "tooltip": "0 = all frames."}),
+            "every_nth": ("INT", {"default": 1, "min": 1, "max": 100, "tooltip": "Keep every n-th frame."}),
+        }}
+
+    def load(self, file, max_frames, every_nth):
+        frames = load_frames(input_image_path(file), max_frames=max_frames, every_nth=every_nth)
+        return frames, int(frames.shape[0])
+
+
+def load_frames(path: str, *, max_frames: int = 0, every_nth: int = 1) -> torch.Tensor:
+    from PIL import Image, ImageSequence
+
+    try:
+        im = Image.open(path)
+    except OSError as exc:
+        raise FlipbookInputError(f"file: expected an image or animation, got {os.path.basename(path)!r}: {exc}") from None
+    out = []
+    for i, fr in enumerate(ImageSequence.Iterator(im)):
+        if i % every_nth:
+            continue
+        out.append(torch.from_numpy(np.asarray(fr.convert("RGB"), dtype=np.float32) / 255.0))
+        if max_frames and len(out) >= max_frames:
+            break
+    return torch.stack(out)
+
+
+NODE_CLASS_MAPPINGS = {
+    "FlipbookCPABMMLoader": FlipbookCPABMMLoader,
+    "FlipbookCPABMMAnimate": FlipbookCPABMMAnimate,
+    "FlipbookCPABMMConvert": FlipbookCPABMMConvert,
+    "FlipbookLoadFrames": FlipbookLoadFrames,
+}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "FlipbookCPABMMLoader": "Flipbook CPABMM Loader",
+    "FlipbookCPABMMAnimate": "Flipbook CPABMM Animate",
+    "FlipbookCPABMMConvert": "Flipbook CPABMM Convert to safetensors",
+    "FlipbookLoadFrames": "Flipbook Load Frames",
+}
