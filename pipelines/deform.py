@@ -165,7 +165,9 @@ class _SparseFactor:
                        options={"SymmetricMode": True})
 
     def solve(self, rhs: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(self.lu.solve(np.asarray(rhs.detach().cpu().numpy(), np.float64)))
+        # SuperLU wants column-major right-hand sides: a C-ordered [V, m] block is ~40x slower.
+        rhs = np.asfortranarray(rhs.detach().cpu().numpy(), dtype=np.float64)
+        return torch.from_numpy(self.lu.solve(rhs))
 
 
 class _DenseFactor:
@@ -203,8 +205,14 @@ def _matmul(mat: sp.spmatrix, x: torch.Tensor) -> torch.Tensor:
                         lambda g: torch.from_numpy(mat_t @ g.detach().numpy()), x)
 
 
+# Up to this many unknowns "auto" uses the dense torch Cholesky: it runs on torch's own threads,
+# while SuperLU's back-substitution goes through the multi-threaded OpenBLAS of scipy, which
+# measured 20-40x slower than single-threaded on a busy 2-core machine (benchmarks/clipart.py).
+_DENSE_MAX = 2000
+
+
 def _factor(a: sp.spmatrix, solver: str):
-    if solver == "dense" or (solver == "auto" and a.shape[0] <= 400):
+    if solver == "dense" or (solver == "auto" and a.shape[0] <= _DENSE_MAX):
         return _DenseFactor(a)
     return _SparseFactor(a)
 
@@ -218,7 +226,8 @@ class MeshDeformer:
         constraint_lambda: handle weight λ; 1.0 is FlexiClip's (soft handles, a few px off on
             large moves), 1e3 gives practically hard handles. For "arap" it scales AniClipart's
             weight (3000²).
-        solver: "auto" (dense Cholesky for small meshes, sparse LU otherwise), "sparse", "dense".
+        solver: "auto" (dense float64 Cholesky up to 2000 unknowns, sparse LU above), "sparse",
+            "dense".
 
     The constant system is factorised once here (float64); :meth:`deform` only builds right-hand
     sides and back-substitutes.

@@ -3,8 +3,9 @@
 Spec: flexiclip.md §1.3 (AniClipart's mesh) and §4 (scipy-only mesher fallback, ours). ComfyUI
 type: ``FLIPBOOK_MESH``.
 
-The mesh covers the silhouette dilated by ``margin_px`` so that every visible pixel lies inside a
-triangle and silhouette gradients come through bilinear texture sampling (§2.5 point 1).
+The mesh covers the silhouette's bilinear footprint dilated by ``margin_px``, so that every visible
+pixel, and every texture sample with alpha > 0 after a warp, lies inside a triangle, and silhouette
+gradients come through bilinear texture sampling (§2.5 point 1).
 Coordinates are canvas pixels (x right, y down, pixel centres at integers), as in
 :class:`~.skeleton.Skeleton`.
 
@@ -282,7 +283,9 @@ def build_mesh(image: torch.Tensor, mask: torch.Tensor | None, skeleton: Skeleto
         max_area: largest triangle area in px^2 (AniClipart: 30 on a 256 canvas).
         min_angle: smallest triangle angle in degrees (honoured by backend="triangle"; the scipy
             mesher gets near-equilateral triangles from its lattice instead).
-        margin_px: dilation of the silhouette so that its border lies inside triangles.
+        margin_px: dilation in px of the silhouette's bilinear footprint (its pixels and their
+            8 neighbours), so that its border, and every texture sample with alpha > 0 after a
+            warp, lies inside triangles.
         simplify_eps: Douglas-Peucker tolerance of the boundary in px (0 keeps every contour point).
         backend: "scipy" (default, no extra dependency) or "triangle" (pip install triangle).
 

@@ -64,13 +64,13 @@ def _row_spans(tri: torch.Tensor, height: int, width: int):
 
 
 @torch.no_grad()
-def rasterize(vertices: torch.Tensor, faces: torch.Tensor, rank: torch.Tensor,
+def rasterize(vertices: torch.Tensor, faces: torch.Tensor,
               size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Face-ID pass, sparse: (frame, y, x, face) int64 [N] of every covered pixel centre.
+    """Face-ID pass, sparse: (frame, y, x, k) of every covered pixel centre, k the index in
+    ``faces`` of the face that covers it last (faces are given in draw order).
 
-    vertices: [T,V,2] px (x, y), pixel centres at integers; faces: [F,3]; rank: [F] draw rank
-    (a permutation; the highest rank covering a pixel wins). Works in the bounding box of all
-    frames' triangles, so the buffers scale with the animated area, not the canvas.
+    vertices: [T,V,2] px (x, y), pixel centres at integers; faces: [F,3] in draw order. Works in
+    the bounding box of all frames' triangles, so the buffers scale with the animated area.
     """
     h, w = size
     t_count = vertices.shape[0]
@@ -89,8 +89,9 @@ def rasterize(vertices: torch.Tensor, faces: torch.Tensor, rank: torch.Tensor,
     if bw <= 0 or bh <= 0:
         return empty, empty, empty, empty
     tri = tri - torch.tensor([x_lo, y_lo], dtype=torch.float64)          # box coordinates
-    best = torch.full((t_count * bh * bw,), -1, dtype=torch.int32)
-    rank_all = rank.to(torch.int32).repeat(t_count)
+    best = torch.full((t_count, bh, bw), -1, dtype=torch.int32)
+    flat = best.view(-1)
+    order = torch.arange(n_faces, dtype=torch.int32).repeat(t_count)
     # Chunk over triangles by their bounding-box size so the expanded spans stay bounded.
     bbox = (tri[valid].amax(1) - tri[valid].amin(1) + 1).clamp(min=1).prod(1)
     csum = torch.cumsum(bbox, 0)
@@ -106,31 +107,34 @@ def rasterize(vertices: torch.Tensor, faces: torch.Tensor, rank: torch.Tensor,
         first = torch.cumsum(count, 0) - count
         total = int(first[-1] + count[-1])
         pix = torch.repeat_interleave(base - first, count, output_size=total) + torch.arange(total)
-        src = torch.repeat_interleave(rank_all[g], count, output_size=total)
-        best.scatter_reduce_(0, pix, src, reduce="amax")
-    hit = torch.nonzero(best >= 0).squeeze(1)
-    face = torch.argsort(rank)[best[hit].long()]
-    frame = torch.div(hit, bh * bw, rounding_mode="floor")
-    rem = hit - frame * (bh * bw)
-    y = torch.div(rem, bw, rounding_mode="floor")
-    return frame, y + y_lo, rem - y * bw + x_lo, face
+        src = torch.repeat_interleave(order[g], count, output_size=total)
+        flat.scatter_reduce_(0, pix, src, reduce="amax")
+    frame, y, x = torch.nonzero(best >= 0, as_tuple=True)
+    return frame, y + y_lo, x + x_lo, best[frame, y, x]
 
 
 def rasterize_face_ids(vertices: torch.Tensor, faces: torch.Tensor, rank: torch.Tensor,
                        size: tuple[int, int]) -> torch.Tensor:
     """Face-ID pass, dense: [T,H,W] int64 index of the visible face at every pixel centre, -1
-    where no face covers it (see :func:`rasterize`)."""
-    frame, y, x, face = rasterize(vertices, faces, rank, size)
+    where no face covers it. rank: [F] draw rank of every face (a permutation; the highest rank
+    covering a pixel wins)."""
+    order = torch.argsort(rank)
+    frame, y, x, k = rasterize(vertices, faces[order], size)
     out = torch.full((vertices.shape[0], *size), -1, dtype=torch.long)
-    out[frame, y, x] = face
+    out[frame, y, x] = order[k.long()]
     return out
 
 
-def draw_rank(mesh: Mesh) -> torch.Tensor:
-    """[F] draw rank of every face: by z, then face index (the last drawn wins). Not cached:
+def draw_order(mesh: Mesh) -> torch.Tensor:
+    """[F] face indices in draw order: by z, then face index (the last drawn wins). Not cached:
     ``mesh.z`` may be reassigned, and this is one small sort."""
-    z = mesh.z.detach().cpu().to(torch.float64)
-    order = torch.from_numpy(np.lexsort((np.arange(mesh.num_faces), z.numpy())))
+    z = mesh.z.detach().cpu().to(torch.float64).numpy()
+    return torch.from_numpy(np.lexsort((np.arange(mesh.num_faces), z)))
+
+
+def draw_rank(mesh: Mesh) -> torch.Tensor:
+    """[F] draw rank of every face (the inverse permutation of :func:`draw_order`)."""
+    order = draw_order(mesh)
     rank = torch.empty_like(order)
     rank[order] = torch.arange(mesh.num_faces)
     return rank
@@ -195,7 +199,9 @@ def render_mesh(mesh: Mesh, vertices: torch.Tensor, *, background=(1.0, 1.0, 1.0
         fail("out_size", "a positive (height, width)", repr(out_size))
     scale = torch.tensor([w / w0, h / h0], dtype=torch.float64)
     scaled = verts.detach().double() if (h, w) == (h0, w0) else (verts.detach().double() + 0.5) * scale - 0.5
-    frame, y, x, face = rasterize(scaled, mesh.faces, draw_rank(mesh), (h, w))
+    # Faces in draw order, so that the face-ID pass returns row indices of the tables below.
+    faces = mesh.constant("faces")[draw_order(mesh)]
+    frame, y, x, k = rasterize(scaled, faces, (h, w))
     n_frames = verts.shape[0]
     hit = (frame * h + y) * w + x
     px, py = x.to(dtype), y.to(dtype)
@@ -203,7 +209,6 @@ def render_mesh(mesh: Mesh, vertices: torch.Tensor, *, background=(1.0, 1.0, 1.0
         px = (px + 0.5) * (w0 / w) - 0.5
         py = (py + 0.5) * (h0 / h) - 0.5
     # Per (frame, face) affine correction to rest-texture coordinates (see module doc).
-    faces = mesh.constant("faces")
     rest = mesh.constant("vertices").to(dtype)[faces]     # [F,3,2]
     cur = verts[:, faces]                                 # [T,F,3,2]
     e = cur[..., 1:, :] - cur[..., :1, :]                 # [T,F,2(edge),2(xy)]
@@ -216,7 +221,7 @@ def render_mesh(mesh: Mesh, vertices: torch.Tensor, *, background=(1.0, 1.0, 1.0
     d = (er - e).transpose(-1, -2) @ inv                  # [T,F,2,2], columns r_i - e_i
     shift = rest[:, 0, :] - cur[..., 0, :]                # [T,F,2]
     params = torch.cat([d.reshape(n_frames, -1, 4), shift, cur[..., 0, :]], -1)
-    prm = params.reshape(-1, 8).index_select(0, frame * mesh.num_faces + face).unbind(1)
+    prm = params.reshape(-1, 8).index_select(0, frame * mesh.num_faces + k).unbind(1)
     qx, qy = px - prm[6], py - prm[7]
     uv = torch.stack([px + prm[4] + prm[0] * qx + prm[1] * qy,
                       py + prm[5] + prm[2] * qx + prm[3] * qy], 1)
