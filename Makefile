@@ -1,4 +1,6 @@
 # The two commands of README.md. Both build .venv from the CPU wheel of torch (never a CUDA build).
+# --rootdir=tests: the repository root is itself a package (ComfyUI loads it so); a checkout folder
+# named like ComfyUI-Flipbook is no importable name, so pytest must not treat the root as a package.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -17,4 +19,4 @@ demo: $(BIN)/.installed
 	$(BIN)/python -m comfyui_flipbook demo --out flipbook_demo.webp
 
 test: $(BIN)/.installed
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --rootdir=tests tests
