@@ -16,7 +16,7 @@ Differences from the official code (spec §0), all by design:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch

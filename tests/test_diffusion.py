@@ -1,6 +1,5 @@
 """Shared diffusion blocks: DDIM arithmetic and inversion, name-keyed attention patches, backbones,
 text encoding, VAE round trips, the shared nodes (spec flipsketch-poseanimate.md §3, §3.2)."""
-import os
 
 import pytest
 import torch
