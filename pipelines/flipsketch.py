@@ -16,7 +16,7 @@ Differences from the official code (spec §0), all by design:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -173,14 +173,13 @@ def initial_noise(seed: int, shape: tuple, device, dtype) -> torch.Tensor:
 def flipsketch_sample(backbone, positive: torch.Tensor, reference: torch.Tensor, *,
                       negative: torch.Tensor | None = None, attention: FlipSketchAttention | None = None,
                       align: FrameAlign | None = None, frames: int = 10, steps: int = 25, guidance: float = 9.0,
-                      seeds: int = 1, seed: int = 0, seed_chunk: int = 0, callback: StepCallback | None = None,
-                      stats: dict | None = None) -> torch.Tensor:
+                      seeds: int = 1, seed: int = 0, seed_chunk: int = 0,
+                      callback: StepCallback | None = None) -> torch.Tensor:
     """The FlipSketch sampling loop (spec §1.3). Returns latents (seeds, C, frames, h, w).
 
     positive/negative: prompt embeddings (1, 77, D); negative defaults to the empty prompt.
     reference: x_T^r, the inverted sketch noise (1, C, 1, h, w). Sample s starts from the noise of
     seed ``seed + s`` with frame 0 replaced by x_T^r. ``seed_chunk`` samples per UNet call (0 = all).
-    ``stats``, if given, receives the alignment losses per step.
     """
     reference = check_video_latent("reference", reference)
     if reference.shape[0] != 1:
@@ -195,6 +194,11 @@ def flipsketch_sample(backbone, positive: torch.Tensor, reference: torch.Tensor,
     if x_r.shape[1] != unet.config.in_channels:
         fail("reference", f"{unet.config.in_channels} latent channels", f"{x_r.shape[1]}")
     null = null_embeds(backbone)
+    for name, e in (("positive", positive), ("negative", negative)):
+        if e is not None and (not isinstance(e, torch.Tensor) or e.dim() != 3 or e.shape[0] != 1
+                              or e.shape[-1] != null.shape[-1]):
+            fail(name, f"prompt embeddings (1, tokens, {null.shape[-1]}) from Flipbook Text Encode", str(
+                getattr(e, "shape", type(e).__name__)))
     pos = positive.to(dev, dt)
     neg = null if negative is None else negative.to(dev, dt)
     neg_is_null = neg.shape == null.shape and torch.equal(neg, null)
@@ -208,7 +212,6 @@ def flipsketch_sample(backbone, positive: torch.Tensor, reference: torch.Tensor,
     chunk = seeds if int(seed_chunk) <= 0 else int(seed_chunk)
     store = ReferenceStore()
     align = align if align is not None and align.enabled and align.iters > 0 else None
-    losses = []
 
     def eps(x, t, e):
         return unet(x, t, encoder_hidden_states=e.expand(x.shape[0], -1, -1)).sample
@@ -226,8 +229,7 @@ def flipsketch_sample(backbone, positive: torch.Tensor, reference: torch.Tensor,
                     e_r = eps(ref, t, null)      # the reference pass P_null, saving its q/k
             if do_align:  # the target is the 1-frame null-prompt pass: free when the reference has one frame
                 target = e_r if ref.shape[2] == 1 else eps(ref[:, :, :1], t, null)
-                lat, step_losses = align_frames(unet, lat, ref[:, :, :1], target, t, pos, align)
-                losses.append(step_losses)
+                lat, _ = align_frames(unet, lat, ref[:, :, :1], target, t, pos, align)
             if compose:  # advance the reference (its uncond pass only matters for a non-empty negative)
                 e_ref = e_r if neg_is_null else guide(eps(ref, t, neg), e_r, g)
                 ref = ddim_step(sched, e_ref, t, ref)
@@ -240,8 +242,6 @@ def flipsketch_sample(backbone, positive: torch.Tensor, reference: torch.Tensor,
                 lat[c0:c0 + chunk] = ddim_step(sched, guide(eu, ec, g), t, x)
             store.data.clear()
             report(callback, i + 1, steps)
-    if stats is not None:
-        stats["align_losses"] = losses
     return lat
 
 

@@ -1,6 +1,5 @@
 """Shared diffusion blocks: DDIM arithmetic and inversion, name-keyed attention patches, backbones,
 text encoding, VAE round trips, the shared nodes (spec flipsketch-poseanimate.md §3, §3.2)."""
-import os
 
 import pytest
 import torch
@@ -215,3 +214,16 @@ def test_adam_minimise_inside_inference_mode(inference):
     _, short = adam_minimise(x0, lambda x: ((x - 3) ** 2).mean(1), iters=200, lr=0.01, lr_at=lambda k: 0.5,
                              stop_below=lambda k: 1.0)
     assert len(short) < 200 and torch.all(short[-1] < 1.0)
+
+
+def test_loader_finds_fp16_variant_weights(tmp_path, bb):
+    """ModelScope's Hugging Face folders ship unet/vae/text_encoder weights as *.fp16.safetensors only."""
+    import shutil
+
+    folder = tmp_path / "text-to-video-ms-1.7b"
+    save_t2v(bb, str(folder))
+    for part, name in (("unet", "diffusion_pytorch_model"), ("vae", "diffusion_pytorch_model")):
+        src = folder / part / f"{name}.safetensors"
+        shutil.move(src, folder / part / f"{name}.fp16.safetensors")
+    loaded = load_t2v(str(folder), "fp32")
+    torch.testing.assert_close(loaded.unet.conv_out.weight, bb.unet.conv_out.weight)

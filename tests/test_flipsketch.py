@@ -184,6 +184,8 @@ def test_bad_inputs(bb, prompt):
         FS.flipsketch_sample(bb, prompt, _x((2, 4, 1, 8, 8)))
     with pytest.raises(FlipbookInputError, match="reference"):
         FS.flipsketch_sample(bb, prompt, _x((1, 3, 1, 8, 8)))
+    with pytest.raises(FlipbookInputError, match="positive"):
+        FS.flipsketch_sample(bb, torch.zeros(1, 77, 5), _x((1, 4, 1, 8, 8)))
     with pytest.raises(FlipbookInputError, match="frames"):
         FS.flipsketch_sample(bb, prompt, _x((1, 4, 1, 8, 8)), frames=1)
     with pytest.raises(FlipbookInputError, match="copies"):

@@ -75,6 +75,13 @@ def _prepare(parts: dict, dtype: torch.dtype, device) -> dict:
     return parts
 
 
+def _variant(folder: str) -> str | None:
+    """``"fp16"`` when a part ships only ``*.fp16.safetensors`` weights (ModelScope's Hugging Face layout)."""
+    names = os.listdir(folder)
+    plain = [n for n in names if n.endswith((".safetensors", ".bin", ".index.json")) and ".fp16." not in n]
+    return "fp16" if not plain and any(".fp16." in n for n in names) else None
+
+
 def load_t2v(path: str, dtype: str | torch.dtype = "auto", device=None) -> T2VBackbone:
     """Load ``unet/vae/text_encoder/tokenizer/scheduler`` from a local diffusers folder (no network)."""
     from diffusers import AutoencoderKL, DDIMScheduler, UNet3DConditionModel
@@ -87,12 +94,12 @@ def load_t2v(path: str, dtype: str | torch.dtype = "auto", device=None) -> T2VBa
             f"(e.g. FlipSketch's checkpoint-2500 or ModelScope text-to-video-ms-1.7b), {path!r} lacks {missing}")
     device = torch.device(device) if device is not None else torch.device("cpu")
     dtype = resolve_dtype(dtype, device) if isinstance(dtype, str) else dtype
-    kw = dict(local_files_only=True)
-    parts = dict(
-        unet=UNet3DConditionModel.from_pretrained(path, subfolder="unet", torch_dtype=dtype, **kw),
-        vae=AutoencoderKL.from_pretrained(path, subfolder="vae", torch_dtype=dtype, **kw),
-        text_encoder=CLIPTextModel.from_pretrained(path, subfolder="text_encoder", torch_dtype=dtype, **kw),
-    )
+    kw = dict(local_files_only=True)  # .bin weights, if any, load through torch.load(weights_only=True)
+
+    def load(cls, sub):
+        return cls.from_pretrained(path, subfolder=sub, torch_dtype=dtype, variant=_variant(os.path.join(path, sub)), **kw)
+    parts = dict(unet=load(UNet3DConditionModel, "unet"), vae=load(AutoencoderKL, "vae"),
+                 text_encoder=load(CLIPTextModel, "text_encoder"))
     tokenizer = CLIPTokenizer.from_pretrained(path, subfolder="tokenizer", **kw)
     sched = dict(DDIMScheduler.load_config(path, subfolder="scheduler", **kw))
     parts = _prepare(parts, dtype, device)
