@@ -14,7 +14,7 @@ from ..pipelines.diffusion.text import encode_text
 from ..pipelines.diffusion.vae import POSTERIORS, VAE_RANGES, decode_latents
 from ..pipelines.errors import fail
 from ..pipelines.flipsketch import FLIPSKETCH_MODEL
-from ._comfy import grad_enabled, list_models, model_path, progress_callback, torch_device
+from ._comfy import check_interrupted, grad_enabled, list_models, model_path, progress_callback, torch_device
 
 CATEGORY = "Flipbook/Diffusion"
 
@@ -150,7 +150,7 @@ class FlipbookDDIMInvert:
         x_t, traj = invert_frames(_check_model(model), image, prompt, steps=steps, guidance=guidance,
                                   negative=negative, repeat_frames=repeat_frames, reduce=reduce,
                                   vae_range=vae_range, posterior=posterior, size=size, seed=seed,
-                                  callback=progress_callback(int(steps), "DDIM inversion"))
+                                  callback=progress_callback(int(steps), "DDIM inversion"), check=check_interrupted)
         return ({"samples": x_t}, traj)
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from ..pipelines.errors import fail
 from ..pipelines.flipsketch import COPIES, REFERENCES, FlipSketchAttention, FrameAlign, binarise_sketch, flipsketch_sample
-from ._comfy import progress_callback
+from ._comfy import check_interrupted, progress_callback
 from .diffusion import _check_model
 
 CATEGORY = "Flipbook/FlipSketch"
@@ -118,7 +118,7 @@ class FlipbookFlipSketchSampler:
         lat = flipsketch_sample(_check_model(model), positive, reference["samples"], negative=negative,
                                 attention=attention, align=opts, frames=frames, steps=steps, guidance=guidance,
                                 seeds=seeds, seed=seed, seed_chunk=seed_chunk,
-                                callback=progress_callback(int(steps), "FlipSketch"))
+                                callback=progress_callback(int(steps), "FlipSketch"), check=check_interrupted)
         return ({"samples": lat},)
 
 

@@ -27,7 +27,7 @@ from .diffusion.optimise import adam_minimise
 from .diffusion.text import null_embeds
 from .diffusion.vae import check_video_latent
 from .errors import check_image, check_range, fail
-from .progress import StepCallback, report
+from .progress import Check, StepCallback, poll, report
 
 COPIES = ("shrinking", "all", "one")
 REFERENCES = ("copies", "single")
@@ -142,10 +142,11 @@ class FrameAlign:
 
 
 def align_frames(unet, lat: torch.Tensor, ref0: torch.Tensor, target: torch.Tensor, t, cond: torch.Tensor,
-                 opts: FrameAlign) -> tuple[torch.Tensor, list[float]]:
+                 opts: FrameAlign, check: Check | None = None) -> tuple[torch.Tensor, list[float]]:
     """One alignment step. lat (B,C,M,h,w); ref0, target (1,C,1,h,w). Returns (latents, mean losses).
     Frame 0 of the result is the reference latent (as in the paper's [x_t^r, f_t^train]). Each sample's
-    loss is its own MSE (what a one-seed official run minimises), so ``chunk`` does not change results."""
+    loss is its own MSE (what a one-seed official run minimises), so ``chunk`` does not change results.
+    ``check()`` runs before every Adam iteration (cancel)."""
     out, history = [], []
     chunk = max(1, int(opts.chunk))
     with torch.inference_mode(False):
@@ -159,7 +160,7 @@ def align_frames(unet, lat: torch.Tensor, ref0: torch.Tensor, target: torch.Tens
             return ((e0 - tgt) ** 2).mean(dim=(1, 2, 3))
 
         x, losses = adam_minimise(lat[s0:s0 + n, :, 1:], loss_fn, iters=opts.iters, lr=opts.lr,
-                                  before_last=opts.official_quirks)
+                                  before_last=opts.official_quirks, check=check)
         out.append(torch.cat([r0, x], dim=2))
         history.append(torch.stack(losses) if losses else torch.zeros(0, n))
     return torch.cat(out), torch.cat(history, dim=1).mean(dim=1).tolist()
@@ -174,12 +175,14 @@ def flipsketch_sample(backbone, positive: torch.Tensor, reference: torch.Tensor,
                       negative: torch.Tensor | None = None, attention: FlipSketchAttention | None = None,
                       align: FrameAlign | None = None, frames: int = 10, steps: int = 25, guidance: float = 9.0,
                       seeds: int = 1, seed: int = 0, seed_chunk: int = 0,
-                      callback: StepCallback | None = None) -> torch.Tensor:
+                      callback: StepCallback | None = None, check: Check | None = None) -> torch.Tensor:
     """The FlipSketch sampling loop (spec §1.3). Returns latents (seeds, C, frames, h, w).
 
     positive/negative: prompt embeddings (1, 77, D); negative defaults to the empty prompt.
     reference: x_T^r, the inverted sketch noise (1, C, 1, h, w). Sample s starts from the noise of
     seed ``seed + s`` with frame 0 replaced by x_T^r. ``seed_chunk`` samples per UNet call (0 = all).
+    ``check()`` runs before every UNet call and alignment iteration: raising there (a cancel) stops
+    the loop at once, and the attention patches are removed on the way out.
     """
     reference = check_video_latent("reference", reference)
     if reference.shape[0] != 1:
@@ -214,6 +217,7 @@ def flipsketch_sample(backbone, positive: torch.Tensor, reference: torch.Tensor,
     align = align if align is not None and align.enabled and align.iters > 0 else None
 
     def eps(x, t, e):
+        poll(check)
         return unet(x, t, encoder_hidden_states=e.expand(x.shape[0], -1, -1)).sample
 
     with patched(unet, attention.bind(store) if attention is not None else None), torch.no_grad():
@@ -229,7 +233,7 @@ def flipsketch_sample(backbone, positive: torch.Tensor, reference: torch.Tensor,
                     e_r = eps(ref, t, null)      # the reference pass P_null, saving its q/k
             if do_align:  # the target is the 1-frame null-prompt pass: free when the reference has one frame
                 target = e_r if ref.shape[2] == 1 else eps(ref[:, :, :1], t, null)
-                lat, _ = align_frames(unet, lat, ref[:, :, :1], target, t, pos, align)
+                lat, _ = align_frames(unet, lat, ref[:, :, :1], target, t, pos, align, check)
             if compose:  # advance the reference (its uncond pass only matters for a non-empty negative)
                 e_ref = e_r if neg_is_null else guide(eps(ref, t, neg), e_r, g)
                 ref = ddim_step(sched, e_ref, t, ref)
@@ -237,6 +241,7 @@ def flipsketch_sample(backbone, positive: torch.Tensor, reference: torch.Tensor,
                 x = lat[c0:c0 + chunk]
                 b = x.shape[0]
                 e = torch.cat([neg.expand(b, -1, -1), pos.expand(b, -1, -1)])
+                poll(check)
                 with store.phase("use" if compose else "off", frames=frames, batch=2 * b, cond=(b, 2 * b), copies=n):
                     eu, ec = unet(torch.cat([x, x]), t, encoder_hidden_states=e).sample.chunk(2)
                 lat[c0:c0 + chunk] = ddim_step(sched, guide(eu, ec, g), t, x)

@@ -2,13 +2,19 @@
 
 A pipeline that loops takes ``callback: StepCallback | None`` and calls ``callback(step, total)``
 after each step (step counts from 1). Nodes pass one that drives ComfyUI's progress bar and raises
-when the user cancels; plain Python gets a tqdm bar from :func:`tqdm_callback`.
+when the user cancels; plain Python gets a tqdm bar from :func:`tqdm_callback`. Loops whose steps
+are long (inner optimiser iterations, several model calls) also take ``check: Check | None`` and
+call it inside a step, so that a cancel stops them promptly.
 """
 from __future__ import annotations
 
 from typing import Callable, Optional
 
 StepCallback = Callable[[int, int], None]
+# A cancel check: ``check()`` raises to stop. Loops call it inside a step (every optimiser iteration,
+# before every model call) so that a cancel does not wait for the step to end; nodes pass
+# nodes/_comfy.py check_interrupted.
+Check = Callable[[], None]
 
 
 def tqdm_callback(desc: str = "", total: int | None = None) -> StepCallback:
@@ -31,3 +37,8 @@ def tqdm_callback(desc: str = "", total: int | None = None) -> StepCallback:
 def report(callback: Optional[StepCallback], step: int, total: int) -> None:
     if callback is not None:
         callback(step, total)
+
+
+def poll(check: Optional[Check]) -> None:
+    if check is not None:
+        check()

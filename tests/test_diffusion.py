@@ -50,6 +50,20 @@ def test_invert_and_sample_are_inverse_loops():
     torch.testing.assert_close(back, z0, rtol=1e-4, atol=1e-4)
 
 
+def test_inversion_check_stops_before_the_next_denoiser_call():
+    calls, polls = [], []
+
+    def check():
+        polls.append(1)
+        if len(polls) == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        ddim_invert(lambda x, t: calls.append(t) or torch.zeros_like(x), torch.zeros(1, 4, 1, 2, 2),
+                    TINY_SCHEDULER, 10, check=check)
+    assert len(calls) == 2
+
+
 def test_invert_then_sample_round_trips_on_tiny_model(bb):
     z0 = encode_frames(bb, _sketch())
     eps = t2v_eps(bb.unet, null_embeds(bb))

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from comfyui_flipbook.pipelines import flipsketch as FS
-from comfyui_flipbook.pipelines.diffusion.attention import ReferenceStore, attention_role, patched
+from comfyui_flipbook.pipelines.diffusion.attention import ReferenceStore, attention_modules, attention_role, patched
 from comfyui_flipbook.pipelines.diffusion.backbone import tiny_t2v
 from comfyui_flipbook.pipelines.diffusion.text import encode_text, null_embeds
 from comfyui_flipbook.pipelines.errors import FlipbookInputError
@@ -163,6 +163,40 @@ def test_alignment_matches_official(bb, prompt):
     got, _ = FS.align_frames(bb.unet, lat, ref[:, :, :1], target, t, prompt, FS.FrameAlign(iters=3, lr=1e-2))
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
     assert (got[:, :, 1:] - lat[:, :, 1:]).abs().max() > 1e-3
+
+
+class _Cancel(Exception):
+    pass
+
+
+def _unet_calls(unet):
+    calls = []
+    return calls, unet.register_forward_pre_hook(lambda mod, a: calls.append(1))
+
+
+def test_cancel_inside_frame_alignment_stops_at_once_and_unpatches(bb, prompt):
+    """A cancel raised by ``check`` in the 2nd Adam iteration of step 0 stops the sampler there: no UNet
+    call after it, no step reported, and every attention processor is back as it was."""
+    procs = {n: m.processor for n, (m, _) in attention_modules(bb.unet).items()}
+    polls, at_raise, steps_done = [], [], []
+    calls, hook = _unet_calls(bb.unet)
+
+    def check():
+        polls.append(1)
+        if len(polls) == 4:       # polls: reference pass, 1-frame target, Adam iteration 1, Adam iteration 2
+            at_raise.append(len(calls))
+            raise _Cancel
+
+    try:
+        with pytest.raises(_Cancel):
+            FS.flipsketch_sample(bb, prompt, _x((1, 4, 1, 8, 8)), attention=FS.FlipSketchAttention(tau2=1),
+                                 align=FS.FrameAlign(tau1=1, iters=50), frames=3, steps=2, check=check,
+                                 callback=lambda i, n: steps_done.append(i))
+    finally:
+        hook.remove()
+    assert at_raise == [3] and len(calls) == 3 and steps_done == []
+    assert {n: m.processor for n, (m, _) in attention_modules(bb.unet).items()} == procs
+    assert not any(isinstance(p, FS.FlipSketchProcessor) for p in procs.values())
 
 
 def test_sampler_seeds_chunks_and_negative(bb, prompt):

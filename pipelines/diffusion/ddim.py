@@ -11,7 +11,7 @@ from typing import Callable
 
 import torch
 
-from ..progress import StepCallback, report
+from ..progress import Check, StepCallback, poll, report
 
 EpsFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -60,18 +60,20 @@ def cfg_eps(unet, cond: torch.Tensor, uncond: torch.Tensor | None, guidance: flo
 
 
 def ddim_invert(eps_fn: EpsFn, z0: torch.Tensor, scheduler_config: dict, steps: int,
-                callback: StepCallback | None = None) -> tuple[list[torch.Tensor], torch.Tensor]:
+                callback: StepCallback | None = None, check: Check | None = None) -> tuple[list[torch.Tensor], torch.Tensor]:
     """Deterministic DDIM inversion Z_0 -> Z_T.
 
     Returns ``(trajectory, timesteps)``: ``trajectory[k]`` is Z_k, k = 0..steps (Z_0 = ``z0``), and
     ``timesteps[k-1]`` the noise level of Z_k (ascending, e.g. 1, 41, ..., 961 for 25 steps).
     Sampling from Z_T with :func:`ddim_sample` and the same settings walks the same levels back.
+    ``check()`` runs before every denoiser call (cancel).
     """
     sched = make_scheduler(scheduler_config, steps, inverse=True, device=z0.device)
     traj = [z0]
     x = z0
     with torch.no_grad():
         for k, t in enumerate(sched.timesteps):
+            poll(check)
             x = ddim_step(sched, eps_fn(x, t), t, x)
             traj.append(x)
             report(callback, k + 1, len(sched.timesteps))
@@ -79,12 +81,13 @@ def ddim_invert(eps_fn: EpsFn, z0: torch.Tensor, scheduler_config: dict, steps: 
 
 
 def ddim_sample(eps_fn: EpsFn, zT: torch.Tensor, scheduler_config: dict, steps: int,
-                callback: StepCallback | None = None) -> torch.Tensor:
+                callback: StepCallback | None = None, check: Check | None = None) -> torch.Tensor:
     """Plain deterministic DDIM sampling Z_T -> Z_0 (the inverse of :func:`ddim_invert`)."""
     sched = make_scheduler(scheduler_config, steps, device=zT.device)
     x = zT
     with torch.no_grad():
         for k, t in enumerate(sched.timesteps):
+            poll(check)
             x = ddim_step(sched, eps_fn(x, t), t, x)
             report(callback, k + 1, len(sched.timesteps))
     return x

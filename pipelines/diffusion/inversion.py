@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import check_image, check_range, fail
-from ..progress import StepCallback
+from ..progress import Check, StepCallback
 from .ddim import cfg_eps, ddim_invert
 from .text import null_embeds
 from .vae import encode_frames, resize_frames
@@ -15,7 +15,8 @@ REDUCTIONS = ("none", "mean_frames")
 def invert_frames(backbone, image: torch.Tensor, embeds: torch.Tensor | None = None, *, steps: int = 25,
                   guidance: float = 1.0, negative: torch.Tensor | None = None, repeat_frames: int = 1,
                   reduce: str = "none", vae_range: str = "-1_1", posterior: str = "mean", size: int = 0,
-                  seed: int = 0, callback: StepCallback | None = None) -> tuple[torch.Tensor, dict]:
+                  seed: int = 0, callback: StepCallback | None = None,
+                  check: Check | None = None) -> tuple[torch.Tensor, dict]:
     """DDIM-invert IMAGE frames [F,H,W,3] with a text-to-video backbone.
 
     Each frame is repeated ``repeat_frames`` times (FlipSketch: one sketch -> a 5-frame clip), resized
@@ -46,7 +47,7 @@ def invert_frames(backbone, image: torch.Tensor, embeds: torch.Tensor | None = N
     if float(guidance) != 1.0:
         uncond = null_embeds(backbone) if negative is None else negative.to(backbone.device, backbone.dtype)
     traj, timesteps = ddim_invert(cfg_eps(backbone.unet, cond, uncond, float(guidance)), z0,
-                                  backbone.scheduler_config, int(steps), callback)
+                                  backbone.scheduler_config, int(steps), callback, check)
     if reduce == "mean_frames":
         traj = [z.mean(dim=2, keepdim=True) for z in traj]
     return traj[-1], {"latents": traj, "timesteps": timesteps, "scheduler_config": dict(backbone.scheduler_config),

@@ -7,16 +7,19 @@ from typing import Callable
 
 import torch
 
+from ..progress import Check, poll
+
 
 def adam_minimise(x0: torch.Tensor, loss_fn: Callable[[torch.Tensor], torch.Tensor], *, iters: int, lr: float,
                   lr_at: Callable[[int], float] | None = None, stop_below: Callable[[int], float] | None = None,
-                  before_last: bool = False) -> tuple[torch.Tensor, list[torch.Tensor]]:
+                  before_last: bool = False, check: Check | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Adam on a copy of ``x0`` for ``iters`` iterations; works inside ComfyUI's inference_mode.
 
     ``loss_fn(x)`` returns one loss per independent item (or a scalar); their sum is minimised, so
     items never mix and splitting a batch into chunks gives the same result. ``lr_at(k)`` overrides the
     learning rate at iteration k; the loop stops once every loss is below ``stop_below(k)``.
     ``before_last`` returns x as it was before the last update (FlipSketch's official off-by-one).
+    ``check()`` runs before every iteration (nodes pass ComfyUI's cancel check; it raises to stop).
     Returns ``(x, losses)`` with one detached loss tensor per iteration.
     """
     losses: list[torch.Tensor] = []
@@ -25,6 +28,7 @@ def adam_minimise(x0: torch.Tensor, loss_fn: Callable[[torch.Tensor], torch.Tens
         prev = x.detach()
         opt = torch.optim.Adam([x], lr=float(lr))
         for k in range(int(iters)):
+            poll(check)
             if lr_at is not None:
                 for group in opt.param_groups:
                     group["lr"] = float(lr_at(k))
