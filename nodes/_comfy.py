@@ -64,6 +64,44 @@ def offload_device() -> torch.device:
     return torch.device("cpu")
 
 
+def intermediate_device() -> torch.device:
+    """Where node outputs (latents, embeddings) live between nodes: ComfyUI caches outputs, so
+    tensors left on the GPU would pin its memory. The CPU unless ComfyUI runs --gpu-only."""
+    mm = _try_import("comfy.model_management")
+    if mm is not None:
+        return mm.intermediate_device()
+    return torch.device("cpu")
+
+
+@contextlib.contextmanager
+def on_compute_device(*modules: torch.nn.Module):
+    """Models that live outside ComfyUI's model management: move ``modules`` to the compute device
+    for the duration of a node's work (first asking ComfyUI to unload its own models to make room),
+    then back to the offload device, also when the work raises (a cancel). Dtypes are kept.
+    Outputs that outlive the node go to :func:`intermediate_device`."""
+    device = torch_device()
+    mm = _try_import("comfy.model_management")
+    if mm is not None:
+        size = sum(p.numel() * p.element_size() for m in modules for p in m.parameters())
+        mm.free_memory(size + mm.minimum_inference_memory(), device)
+    try:
+        _move(modules, device)
+        yield device
+    finally:
+        offload = offload_device()
+        _move(modules, offload)
+        if offload != device:
+            free_memory()
+
+
+def _move(modules, device) -> None:
+    # Outside inference mode: moved parameters made under ComfyUI's inference_mode would be inference
+    # tensors, which optimising nodes (frame alignment) cannot backpropagate through.
+    with torch.inference_mode(False):
+        for m in modules:
+            m.to(device)
+
+
 def free_memory() -> None:
     mm = _try_import("comfy.model_management")
     if mm is not None:

@@ -14,7 +14,8 @@ from ..pipelines.diffusion.text import encode_text
 from ..pipelines.diffusion.vae import POSTERIORS, VAE_RANGES, decode_latents
 from ..pipelines.errors import fail
 from ..pipelines.flipsketch import FLIPSKETCH_MODEL
-from ._comfy import check_interrupted, grad_enabled, list_models, model_path, progress_callback, torch_device
+from ._comfy import (check_interrupted, grad_enabled, intermediate_device, list_models, model_path, offload_device,
+                     on_compute_device, progress_callback, torch_device)
 
 CATEGORY = "Flipbook/Diffusion"
 
@@ -41,6 +42,22 @@ def _check_model(model):
     return model
 
 
+def on_device(model, *parts: str):
+    """``with on_device(model, "unet", "text_encoder"):`` those parts of a FLIPBOOK_T2V sit on the compute
+    device for the block and go back to the offload device after it (the backbone is outside ComfyUI's
+    model management; loaders keep it on the offload device)."""
+    return on_compute_device(*(getattr(_check_model(model), p) for p in parts))
+
+
+def to_intermediate(x):
+    """Node outputs off the GPU (ComfyUI caches them): tensors, or lists/dicts of tensors."""
+    if isinstance(x, dict):
+        return {k: to_intermediate(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return type(x)(to_intermediate(v) for v in x)
+    return x.to(intermediate_device()) if hasattr(x, "to") and hasattr(x, "device") else x
+
+
 class FlipbookT2VLoader:
     DESCRIPTION = ("Loads a text-to-video model in diffusers folder layout (unet/vae/text_encoder/tokenizer/"
                    "scheduler) from ComfyUI's models/diffusers folder, e.g. FlipSketch's checkpoint-2500 "
@@ -49,7 +66,8 @@ class FlipbookT2VLoader:
     FUNCTION = "load"
     RETURN_TYPES = ("FLIPBOOK_T2V",)
     RETURN_NAMES = ("model",)
-    OUTPUT_TOOLTIPS = ("The text-to-video backbone (UNet3D, VAE, CLIP text encoder, tokenizer, DDIM config).",)
+    OUTPUT_TOOLTIPS = ("The text-to-video backbone (UNet3D, VAE, CLIP text encoder, tokenizer, DDIM config); "
+                       "kept on the offload device, moved to the GPU only while a Flipbook node runs it.",)
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -62,9 +80,8 @@ class FlipbookT2VLoader:
 
     def load(self, model_dir, dtype):
         path = model_path("diffusers", model_dir, is_dir=True)
-        device = torch_device()
         with grad_enabled():  # parameters must not be inference tensors: frame alignment backpropagates
-            return (load_t2v(path, resolve_dtype(dtype, device), device),)
+            return (load_t2v(path, resolve_dtype(dtype, torch_device()), offload_device()),)
 
 
 class FlipbookTinyT2V:
@@ -86,7 +103,7 @@ class FlipbookTinyT2V:
 
     def build(self, seed, vae_downscale):
         with grad_enabled():
-            return (tiny_t2v(int(seed), device=torch_device(), vae_downscale=int(vae_downscale)),)
+            return (tiny_t2v(int(seed), device=offload_device(), vae_downscale=int(vae_downscale)),)
 
 
 class FlipbookTextEncode:
@@ -106,7 +123,8 @@ class FlipbookTextEncode:
         }}
 
     def encode(self, model, text):
-        return (encode_text(_check_model(model), str(text)),)
+        with on_device(model, "text_encoder"):
+            return (to_intermediate(encode_text(model, str(text))),)
 
 
 class FlipbookDDIMInvert:
@@ -147,11 +165,12 @@ class FlipbookDDIMInvert:
 
     def invert(self, model, image, steps, guidance, repeat_frames, reduce, vae_range, posterior, size, seed,
                prompt=None, negative=None):
-        x_t, traj = invert_frames(_check_model(model), image, prompt, steps=steps, guidance=guidance,
-                                  negative=negative, repeat_frames=repeat_frames, reduce=reduce,
-                                  vae_range=vae_range, posterior=posterior, size=size, seed=seed,
-                                  callback=progress_callback(int(steps), "DDIM inversion"), check=check_interrupted)
-        return ({"samples": x_t}, traj)
+        with on_device(model, "unet", "vae", "text_encoder"):
+            x_t, traj = invert_frames(model, image, prompt, steps=steps, guidance=guidance, negative=negative,
+                                      repeat_frames=repeat_frames, reduce=reduce, vae_range=vae_range,
+                                      posterior=posterior, size=size, seed=seed, check=check_interrupted,
+                                      callback=progress_callback(int(steps), "DDIM inversion"))
+            return to_intermediate(({"samples": x_t}, traj))
 
 
 class FlipbookVideoDecode:
@@ -173,7 +192,8 @@ class FlipbookVideoDecode:
     def decode(self, model, latent, chunk):
         if not isinstance(latent, dict) or "samples" not in latent:
             fail("latent", "a LATENT {'samples': tensor}", type(latent).__name__)
-        return (decode_latents(_check_model(model), latent["samples"], chunk=chunk),)
+        with on_device(model, "vae"):
+            return (decode_latents(model, latent["samples"], chunk=chunk),)
 
 
 NODE_CLASS_MAPPINGS = {c.__name__: c for c in (FlipbookT2VLoader, FlipbookTinyT2V, FlipbookTextEncode,

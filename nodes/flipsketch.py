@@ -8,7 +8,7 @@ from __future__ import annotations
 from ..pipelines.errors import fail
 from ..pipelines.flipsketch import COPIES, REFERENCES, FlipSketchAttention, FrameAlign, binarise_sketch, flipsketch_sample
 from ._comfy import check_interrupted, progress_callback
-from .diffusion import _check_model
+from .diffusion import on_device, to_intermediate
 
 CATEGORY = "Flipbook/FlipSketch"
 _FS = FlipSketchAttention()
@@ -115,11 +115,12 @@ class FlipbookFlipSketchSampler:
         if not isinstance(attention, FlipSketchAttention):
             fail("attention", "a FLIPBOOK_ATTN_PATCH from Flipbook FlipSketch Attention", type(attention).__name__)
         opts = (align or _FA) if frame_align else None
-        lat = flipsketch_sample(_check_model(model), positive, reference["samples"], negative=negative,
-                                attention=attention, align=opts, frames=frames, steps=steps, guidance=guidance,
-                                seeds=seeds, seed=seed, seed_chunk=seed_chunk,
-                                callback=progress_callback(int(steps), "FlipSketch"), check=check_interrupted)
-        return ({"samples": lat},)
+        with on_device(model, "unet", "text_encoder"):
+            lat = flipsketch_sample(model, positive, reference["samples"], negative=negative, attention=attention,
+                                    align=opts, frames=frames, steps=steps, guidance=guidance, seeds=seeds,
+                                    seed=seed, seed_chunk=seed_chunk, check=check_interrupted,
+                                    callback=progress_callback(int(steps), "FlipSketch"))
+            return ({"samples": to_intermediate(lat)},)
 
 
 class FlipbookSketchBinarise:

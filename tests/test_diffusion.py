@@ -241,3 +241,23 @@ def test_loader_finds_fp16_variant_weights(tmp_path, bb):
         shutil.move(src, folder / part / f"{name}.fp16.safetensors")
     loaded = load_t2v(str(folder), "fp32")
     torch.testing.assert_close(loaded.unet.conv_out.weight, bb.unet.conv_out.weight)
+
+
+def test_on_compute_device_moves_outside_inference_mode_and_back_on_error(inference, monkeypatch):
+    """Nodes move backbone parts to the GPU under ComfyUI's inference_mode; the moved parameters must
+    stay ordinary tensors (frame alignment backpropagates) and go back even when the work raises. On a
+    CPU a device move is a no-op, so a dtype conversion (which makes new tensors the same way) stands in."""
+    from comfyui_flipbook.nodes import _comfy
+
+    monkeypatch.setattr(_comfy, "torch_device", lambda: torch.float64)
+    monkeypatch.setattr(_comfy, "offload_device", lambda: torch.float32)
+    with torch.inference_mode(False):
+        lin = torch.nn.Linear(2, 2)
+    with pytest.raises(RuntimeError, match="cancelled"):
+        with _comfy.on_compute_device(lin):
+            assert lin.weight.dtype == torch.float64 and not lin.weight.is_inference()
+            with _comfy.grad_enabled():
+                lin(torch.ones(1, 2, dtype=torch.float64)).sum().backward()
+            assert lin.weight.grad is not None
+            raise RuntimeError("cancelled")
+    assert lin.weight.dtype == torch.float32 and not lin.weight.is_inference()

@@ -258,6 +258,54 @@ def test_nodes_under_inference_mode(inference):
         sampler.sample(model, pos, noise, "nope", 3, 2, 9.0, 1, 0, 0, False)
 
 
+def test_sampler_node_holds_the_compute_device_only_while_it_runs(inference, monkeypatch):
+    """Backbone parts sit on the offload device between nodes, on the compute device while a node runs,
+    and go back after a cancel in the middle of frame alignment, with the attention patches removed."""
+    from comfyui_flipbook.nodes import _comfy
+    from comfyui_flipbook.nodes import flipsketch as NF
+    from comfyui_flipbook.nodes.diffusion import FlipbookTextEncode, FlipbookTinyT2V
+
+    compute, offload = torch.device("cpu"), torch.device("cpu")   # two objects: the spies tell them apart
+    monkeypatch.setattr(_comfy, "torch_device", lambda: compute)
+    monkeypatch.setattr(_comfy, "offload_device", lambda: offload)
+    (model,) = FlipbookTinyT2V().build(0, "2")
+    where = {}
+    for name in ("unet", "vae", "text_encoder"):
+        def spy(device, _real=getattr(model, name).to, _name=name):
+            where[_name] = "compute" if device is compute else "offload" if device is offload else device
+            return _real(device)
+        getattr(model, name).to = spy
+    during = []
+    calls, hook = _unet_calls(model.unet)
+    model.unet.register_forward_pre_hook(lambda mod, a: during.append(dict(where)))
+    procs = {n: m.processor for n, (m, _) in attention_modules(model.unet).items()}
+    try:
+        (pos,) = FlipbookTextEncode().encode(model, "a cat")
+        assert where == {"text_encoder": "offload"} and not during
+        (attn,) = NF.FlipbookFlipSketchAttention().make(0.5, 1, "shrinking", True, True, "copies")
+        (align,) = NF.FlipbookFlipSketchAlign().make(True, 1, 50, 1e-3, True, 1)
+        ref = {"samples": _x((1, 4, 1, 8, 8))}
+        sampler = NF.FlipbookFlipSketchSampler()
+        (lat,) = sampler.sample(model, pos, ref, attn, 3, 1, 9.0, 1, 0, 0, False)
+        assert during and all(d == {"unet": "compute", "text_encoder": "compute"} for d in during)
+        assert where == {"unet": "offload", "text_encoder": "offload"} and torch.isfinite(lat["samples"]).all()
+        polls = []
+
+        def cancel():
+            polls.append(1)
+            if len(polls) == 4:    # the 2nd Adam iteration of step 0 (see the pipeline test above)
+                raise _Cancel
+
+        monkeypatch.setattr(NF, "check_interrupted", cancel)
+        calls.clear()
+        with pytest.raises(_Cancel):
+            sampler.sample(model, pos, ref, attn, 3, 2, 9.0, 1, 0, 0, True, align=align)
+    finally:
+        hook.remove()
+    assert len(calls) == 3 and where == {"unet": "offload", "text_encoder": "offload"}
+    assert {n: m.processor for n, (m, _) in attention_modules(model.unet).items()} == procs
+
+
 def _run_api_workflow(wf, overrides, out_dir):
     """A minimal executor for an API-format workflow: our nodes, plus LoadImage/SaveAnimatedWEBP
     stand-ins that read the pack's assets folder and write a real animated WebP."""

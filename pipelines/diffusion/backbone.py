@@ -29,6 +29,10 @@ TINY_VAE = dict(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlo
 TINY_TEXT = dict(vocab_size=1000, hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
                  max_position_embeddings=77, bos_token_id=0, eos_token_id=2, pad_token_id=1)
 
+def param_device(module: torch.nn.Module) -> torch.device:
+    return next(module.parameters()).device
+
+
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 
@@ -48,7 +52,9 @@ class T2VBackbone:
 
     @property
     def device(self) -> torch.device:
-        return next(self.unet.parameters()).device
+        """The UNet's device. Nodes move parts separately (text encoder, VAE): code that runs one part
+        asks :func:`param_device` of that part."""
+        return param_device(self.unet)
 
     @property
     def latent_scale(self) -> int:

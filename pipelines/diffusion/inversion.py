@@ -41,7 +41,7 @@ def invert_frames(backbone, image: torch.Tensor, embeds: torch.Tensor | None = N
         image = resize_frames(image, int(size))
     image = image.repeat_interleave(int(repeat_frames), dim=0)
     gen = torch.Generator().manual_seed(int(seed))
-    z0 = encode_frames(backbone, image, vae_range=vae_range, posterior=posterior, generator=gen)
+    z0 = encode_frames(backbone, image, vae_range=vae_range, posterior=posterior, generator=gen).to(backbone.device)
     cond = null_embeds(backbone) if embeds is None else embeds.to(backbone.device, backbone.dtype)
     uncond = None
     if float(guidance) != 1.0:

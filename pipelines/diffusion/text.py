@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import fail
+from .backbone import param_device
 
 
 def encode_text(backbone, prompts: str | list[str]) -> torch.Tensor:
@@ -14,14 +15,15 @@ def encode_text(backbone, prompts: str | list[str]) -> torch.Tensor:
         fail("text", "a prompt string", repr(prompts)[:80])
     tok = backbone.tokenizer
     ids = tok(prompts, padding="max_length", max_length=tok.model_max_length, truncation=True,
-              return_tensors="pt").input_ids.to(backbone.device)
+              return_tensors="pt").input_ids.to(param_device(backbone.text_encoder))
     with torch.no_grad():
         return backbone.text_encoder(ids)[0].to(backbone.dtype)
 
 
 def null_embeds(backbone) -> torch.Tensor:
-    """The empty-prompt embedding P_null (cached on the backbone; FlipSketch's reference pass uses it)."""
-    key = str(backbone.device)
+    """The empty-prompt embedding P_null on the UNet's device (cached on the backbone per text-encoder
+    device; FlipSketch's reference pass uses it)."""
+    key = str(param_device(backbone.text_encoder))
     if key not in backbone._null_embeds:
         backbone._null_embeds[key] = encode_text(backbone, "")
-    return backbone._null_embeds[key]
+    return backbone._null_embeds[key].to(backbone.device)

@@ -5,6 +5,7 @@ import numpy as np
 import torch
 
 from ..errors import check_image, fail
+from .backbone import param_device
 
 VAE_RANGES = ("-1_1", "0_1")
 POSTERIORS = ("mean", "sample")
@@ -39,7 +40,7 @@ def encode_frames(backbone, image: torch.Tensor, *, vae_range: str = "-1_1", pos
     s = backbone.latent_scale
     if image.shape[1] % s or image.shape[2] % s:
         fail("image", f"height and width divisible by {s}", f"{image.shape[2]}x{image.shape[1]}")
-    x = image.permute(0, 3, 1, 2).to(backbone.device, backbone.dtype)
+    x = image.permute(0, 3, 1, 2).to(param_device(backbone.vae), backbone.dtype)
     if vae_range == "-1_1":
         x = x * 2 - 1
     vae = backbone.vae
@@ -74,7 +75,7 @@ def decode_latents(backbone, latents: torch.Tensor, *, chunk: int = 8) -> torch.
     out = []
     with torch.no_grad():
         for i in range(0, flat.shape[0], max(1, int(chunk))):
-            z = flat[i:i + chunk].to(backbone.device, backbone.dtype) / vae.config.scaling_factor
+            z = flat[i:i + chunk].to(param_device(vae), backbone.dtype) / vae.config.scaling_factor
             x = vae.decode(z).sample.float()
             out.append(((x + 1) / 2).clamp(0, 1).permute(0, 2, 3, 1).cpu())
     return torch.cat(out)
