@@ -11,6 +11,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 from workflow_format import build, node_specs  # noqa: E402
 
+from comfyui_flipbook.pipelines.flipsketch import FLIPSKETCH_MODEL  # noqa: E402
+
 CHARACTER = "flipbook_character.png"
 DRIVING = "cpabmm_driving.webp"
 CPABMM_MODEL = "cpabmm-vox-256.safetensors"
@@ -101,12 +103,47 @@ WORKFLOWS["animatex"] = [
      "widgets": {"filename_prefix": "flipbook/animatex", "fps": 8.0, "lossless": False, "quality": 90}},
 ]
 
+# FlipSketch: a sketch + a motion prompt -> a sketch animation (make-test-models writes a tiny random
+# backbone under the checkpoint's name, so the file also runs on a CPU).
+WORKFLOWS["flipsketch"] = [
+    {"id": 1, "type": "LoadImage", "pos": [40, 420], "size": [340, 112], "title": "Sketch",
+     "widgets": {"image": "flipsketch_cat_sketch.png"}},
+    {"id": 2, "type": "FlipbookT2VLoader", "pos": [40, 80], "size": [340, 112], "title": "FlipSketch checkpoint",
+     "widgets": {"model_dir": FLIPSKETCH_MODEL, "dtype": "auto"}},
+    {"id": 3, "type": "FlipbookTextEncode", "pos": [420, 80], "size": [340, 112], "title": "Motion prompt",
+     "links": {"model": (2, 0)}, "widgets": {"text": "a cat is walking"}},
+    {"id": 4, "type": "FlipbookDDIMInvert", "pos": [420, 300], "size": [340, 346], "title": "Invert the sketch (x_T^r)",
+     "links": {"model": (2, 0), "image": (1, 0)},
+     "widgets": {"steps": 25, "guidance": 1.0, "repeat_frames": 5, "reduce": "mean_frames", "vae_range": "0_1",
+                 "posterior": "sample", "size": 256, "seed": 0}},
+    {"id": 5, "type": "FlipbookFlipSketchAttention", "pos": [420, 640], "size": [340, 216],
+     "title": "Attention composition"},
+    {"id": 6, "type": "FlipbookFlipSketchAlign", "pos": [420, 880], "size": [340, 216], "title": "Frame alignment"},
+    {"id": 7, "type": "FlipbookFlipSketchSampler", "pos": [820, 200], "size": [340, 398], "title": "FlipSketch sampler",
+     "links": {"model": (2, 0), "positive": (3, 0), "reference": (4, 0), "attention": (5, 0), "align": (6, 0)},
+     "widgets": {"frames": 10, "steps": 25, "guidance": 9.0, "seeds": 1, "seed": 0}},
+    {"id": 8, "type": "FlipbookVideoDecode", "pos": [1200, 200], "size": [340, 138], "title": "Decode frames",
+     "links": {"model": (2, 0), "latent": (7, 0)}},
+    {"id": 9, "type": "FlipbookSketchBinarise", "pos": [1200, 400], "size": [340, 138], "title": "Clean strokes (Otsu)",
+     "links": {"frames": (8, 0)}},
+    {"id": 10, "type": "SaveAnimatedWEBP", "pos": [1560, 200], "size": [340, 216], "title": "Save animation",
+     "links": {"images": (9, 0)},
+     "widgets": {"filename_prefix": "flipsketch", "fps": 8.0, "lossless": True, "quality": 80}},
+]
+
+# Shown in the UI file's "extra" (where a workflow's model comes from).
+INFO = {
+    "flipsketch": "FlipSketch: sketch + text -> sketch animation. Model: clone Hugging Face Hmrishav/t2v_sketch-lora "
+                  "into ComfyUI/models/diffusers (the loader reads its checkpoint-2500 folder).",
+}
 
 
 def main(names):
     specs = node_specs()
     for name in names or WORKFLOWS:
         ui, api = build(WORKFLOWS[name], specs)
+        if name in INFO:
+            ui["extra"]["info"] = INFO[name]
         (ROOT / "workflows" / f"{name}.json").write_text(json.dumps(ui, indent=1) + "\n")
         (ROOT / "workflows" / "api" / f"{name}.json").write_text(json.dumps(api, indent=1) + "\n")
         print(f"workflows/{name}.json")
