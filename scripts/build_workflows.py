@@ -51,12 +51,14 @@ WORKFLOWS.update({
          "links": {"skeleton": (2, 0)}, "widgets": {"preset": "wave", "amplitude": 0.06, "frames": 24}},
         {"id": 4, "type": "FlipbookCPABKeypointWarp", "pos": [800, 40], "size": [340, 560],
          "links": {"image": (1, 0), "source_keypoints": (2, 0), "trajectory": (3, 0), "mask": (1, 1)}},
-        {"id": 5, "type": "SaveAnimatedWEBP", "pos": [1200, 40], "size": [360, 420],
-         "links": {"images": (4, 0)},
+        {"id": 8, "type": "FlipbookCompositeBackground", "pos": [1200, 40], "size": [320, 130],
+         "links": {"frames": (4, 0), "mask": (4, 1)}},
+        {"id": 5, "type": "SaveAnimatedWEBP", "pos": [1580, 40], "size": [360, 420],
+         "links": {"images": (8, 0)},
          "widgets": {"filename_prefix": "flipbook/cpab", "fps": 12.0, "lossless": False, "quality": 90}},
         {"id": 6, "type": "FlipbookFlowToImage", "pos": [1200, 520], "size": [300, 90],
          "links": {"flow": (4, 2)}},
-        {"id": 7, "type": "PreviewImage", "pos": [1560, 520], "size": [340, 380], "links": {"images": (6, 0)}},
+        {"id": 7, "type": "PreviewImage", "pos": [1580, 520], "size": [340, 380], "links": {"images": (6, 0)}},
     ],
     # CPABMM motion transfer with a user-trained checkpoint (tiny random one from make-test-models).
     "cpabmm_motion_transfer": [

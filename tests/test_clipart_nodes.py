@@ -139,3 +139,15 @@ def test_every_node_has_tooltips_category_and_description():
             for inp, decl in it.get(section, {}).items():
                 assert len(decl) > 1 and decl[1].get("tooltip"), f"{name}.{inp} has no tooltip"
         assert len(getattr(cls, "OUTPUT_TOOLTIPS", ())) == len(cls.RETURN_TYPES), name
+
+
+def test_composite_background_undoes_load_image_black(inference, character):
+    rgb, load_mask = character[..., :3], 1.0 - character[..., 3]
+    black = rgb * character[..., 3:]                                   # what a warp of Load Image's IMAGE shows
+    (out,) = run("FlipbookCompositeBackground", frames=black.expand(3, -1, -1, -1), mask=load_mask,
+                 background="white", invert_mask=True)
+    a = character[..., 3:]
+    assert (out - (rgb * a * a + (1 - a))).abs().max() < 1e-6 and out.shape[0] == 3
+    assert out[:, 0, 0].min() == 1.0                                   # transparent corner is white
+    with pytest.raises(FlipbookInputError, match="mask"):
+        run("FlipbookCompositeBackground", frames=black, mask=torch.ones(2, 8, 8), background="white", invert_mask=True)
