@@ -33,7 +33,7 @@ WORKFLOWS = {
          "links": {"images": (6, 0)},
          "widgets": {"filename_prefix": "flipbook/clipart", "fps": 12.0, "lossless": False, "quality": 90}},
         {"id": 8, "type": "FlipbookPreviewKeypoints", "pos": [400, 420], "size": [320, 140],
-         "links": {"image": (1, 0), "skeleton": (2, 0), "mesh": (3, 0), "trajectory": (4, 0)}},
+         "links": {"image": (1, 0), "skeleton": (2, 0), "mesh": (3, 0), "trajectory": (4, 0), "mask": (1, 1)}},
         {"id": 9, "type": "PreviewImage", "pos": [400, 620], "size": [340, 380], "links": {"images": (8, 0)}},
         {"id": 10, "type": "FlipbookAnimationMetrics", "pos": [1180, 440], "size": [320, 200],
          "links": {"animation": (5, 0)}},

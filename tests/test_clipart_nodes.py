@@ -86,6 +86,9 @@ def test_load_image_convention_matches_rgba(inference, character, points):
         outs.append(run("FlipbookMeshRender", animation=anim, background="white", scale=1.0))
     assert (outs[0][0] - outs[1][0]).abs().max() < 1e-4
     assert outs[1][0][:, 0, 0].min() > 0.99                               # the corner is white background
+    (p_rgba,) = run("FlipbookPreviewKeypoints", image=character, labels=False, skeleton=sk)
+    (p_load,) = run("FlipbookPreviewKeypoints", image=rgb, labels=False, skeleton=sk, mask=load_mask)
+    assert torch.equal(p_rgba, p_load)                                     # checkerboard, not black
     (a,) = run("FlipbookAutoKeypoints", image=character, max_keypoints=12, min_branch=0.08, invert_mask=True)
     (b,) = run("FlipbookAutoKeypoints", image=rgb, max_keypoints=12, min_branch=0.08, invert_mask=True, mask=load_mask)
     assert torch.allclose(a.points, b.points)
