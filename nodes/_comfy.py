@@ -133,7 +133,7 @@ def detach_clone(x):
 
 # --- model folders -------------------------------------------------------------------------
 
-_EXTRA_FOLDERS: dict[str, tuple[list[str], set[str]]] = {}
+_EXTRA_FOLDERS: dict[str, set[str]] = {}   # outside ComfyUI: folder name -> extensions
 
 
 def models_root() -> str:
@@ -151,7 +151,7 @@ def register_model_folder(name: str, extensions: set[str]) -> None:
         if name not in fp.folder_names_and_paths:
             fp.folder_names_and_paths[name] = ([os.path.join(fp.models_dir, name)], set(extensions))
         return
-    _EXTRA_FOLDERS[name] = ([os.path.join(models_root(), name)], set(extensions))
+    _EXTRA_FOLDERS[name] = set(extensions)
 
 
 def _folder(name: str) -> tuple[list[str], set[str]]:
@@ -159,9 +159,8 @@ def _folder(name: str) -> tuple[list[str], set[str]]:
     if fp is not None and name in fp.folder_names_and_paths:
         paths, exts = fp.folder_names_and_paths[name]
         return list(paths), set(exts)
-    if name in _EXTRA_FOLDERS:
-        return _EXTRA_FOLDERS[name]
-    return [os.path.join(models_root(), name)], set()
+    # resolved at call time, so $FLIPBOOK_MODELS_DIR set after import counts
+    return [os.path.join(models_root(), name)], set(_EXTRA_FOLDERS.get(name, ()))
 
 
 def list_models(name: str, *, dirs: bool = False) -> list[str]:

@@ -305,10 +305,14 @@ class FlipbookPreviewKeypoints:
             "skeleton": (SKELETON, {"tooltip": "Keypoints and bones to draw."}),
             "mesh": (MESH, {"tooltip": "Mesh to draw."}),
             "trajectory": (TRAJECTORY, {"tooltip": "Keypoint paths to draw."}),
+            "mask": ("MASK", {"tooltip": "Load Image's MASK (1 - alpha): transparent areas are shown as a checkerboard."}),
         }}
 
-    def draw(self, image, labels, skeleton=None, mesh=None, trajectory=None):
+    def draw(self, image, labels, skeleton=None, mesh=None, trajectory=None, mask=None):
         image = check_image("image", image)
+        sil = _silhouette(mask, image, True)
+        if sil is not None:
+            image = torch.cat([image[:1, ..., :3], sil[..., None]], -1)
         if skeleton is None and trajectory is not None:
             skeleton = trajectory.skeleton
         return (draw_preview(image[0], skeleton, mesh=mesh, trajectory=trajectory, labels=labels),)

@@ -198,12 +198,11 @@ def test_zero_y_text_tower_matches_transformers_clip():
 
 
 def test_nodes_end_to_end_under_inference_mode(tmp_path, monkeypatch, inference, poses):
-    from comfyui_flipbook.nodes import _comfy
     from comfyui_flipbook.nodes import animatex as N
     from comfyui_flipbook.nodes import pose as PN
 
     folder = tmp_path / "animatex"
-    monkeypatch.setitem(_comfy._EXTRA_FOLDERS, "animatex", ([str(folder)], {".pth", ".safetensors", ".bin"}))
+    monkeypatch.setenv("FLIPBOOK_MODELS_DIR", str(tmp_path))
     torch.manual_seed(0)
     weights.save_unet(build_unet(TINY), str(folder / "animate-x_ckpt.pth"))
     torch.save(openclip_text_state(width=TINY.context_dim), folder / "open_clip_pytorch_model.bin")

@@ -86,6 +86,9 @@ def test_load_image_convention_matches_rgba(inference, character, points):
         outs.append(run("FlipbookMeshRender", animation=anim, background="white", scale=1.0))
     assert (outs[0][0] - outs[1][0]).abs().max() < 1e-4
     assert outs[1][0][:, 0, 0].min() > 0.99                               # the corner is white background
+    (p_rgba,) = run("FlipbookPreviewKeypoints", image=character, labels=False, skeleton=sk)
+    (p_load,) = run("FlipbookPreviewKeypoints", image=rgb, labels=False, skeleton=sk, mask=load_mask)
+    assert torch.equal(p_rgba, p_load)                                     # checkerboard, not black
     (a,) = run("FlipbookAutoKeypoints", image=character, max_keypoints=12, min_branch=0.08, invert_mask=True)
     (b,) = run("FlipbookAutoKeypoints", image=rgb, max_keypoints=12, min_branch=0.08, invert_mask=True, mask=load_mask)
     assert torch.allclose(a.points, b.points)
@@ -139,3 +142,15 @@ def test_every_node_has_tooltips_category_and_description():
             for inp, decl in it.get(section, {}).items():
                 assert len(decl) > 1 and decl[1].get("tooltip"), f"{name}.{inp} has no tooltip"
         assert len(getattr(cls, "OUTPUT_TOOLTIPS", ())) == len(cls.RETURN_TYPES), name
+
+
+def test_composite_background_undoes_load_image_black(inference, character):
+    rgb, load_mask = character[..., :3], 1.0 - character[..., 3]
+    black = rgb * character[..., 3:]                                   # what a warp of Load Image's IMAGE shows
+    (out,) = run("FlipbookCompositeBackground", frames=black.expand(3, -1, -1, -1), mask=load_mask,
+                 background="white", invert_mask=True)
+    a = character[..., 3:]
+    assert (out - (rgb * a * a + (1 - a))).abs().max() < 1e-6 and out.shape[0] == 3
+    assert out[:, 0, 0].min() == 1.0                                   # transparent corner is white
+    with pytest.raises(FlipbookInputError, match="mask"):
+        run("FlipbookCompositeBackground", frames=black, mask=torch.ones(2, 8, 8), background="white", invert_mask=True)

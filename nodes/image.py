@@ -1,0 +1,51 @@
+"""Small picture helpers shared by every family."""
+from __future__ import annotations
+
+import torch
+
+from ..pipelines.errors import check_image, check_mask, fail
+
+_COLOURS = {"white": (1.0, 1.0, 1.0), "black": (0.0, 0.0, 0.0), "grey": (0.5, 0.5, 0.5), "green": (0.0, 1.0, 0.0)}
+
+
+def composite(frames: torch.Tensor, alpha: torch.Tensor, colour) -> torch.Tensor:
+    """frames [F,H,W,3] over a plain colour with alpha [F|1,H,W] in 0..1."""
+    a = alpha[..., None].to(frames.dtype)
+    bg = torch.tensor(colour, dtype=frames.dtype, device=frames.device)
+    return frames * a + bg * (1 - a)
+
+
+class FlipbookCompositeBackground:
+    DESCRIPTION = ("Puts frames on a plain background using a mask. ComfyUI's Load Image drops transparency "
+                   "(transparent areas come out black) and gives MASK = 1 - alpha; warp that mask with the "
+                   "picture and composite here to get the character on white again.")
+    CATEGORY = "Flipbook/Image"
+    FUNCTION = "composite"
+    RETURN_TYPES = ("IMAGE",)
+    RETURN_NAMES = ("frames",)
+    OUTPUT_TOOLTIPS = ("The frames over the background colour.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "frames": ("IMAGE", {"tooltip": "Frames to put on the background."}),
+            "mask": ("MASK", {"tooltip": "One mask, or one per frame."}),
+            "background": (list(_COLOURS), {"default": "white", "tooltip": "Background colour."}),
+            "invert_mask": ("BOOLEAN", {"default": True,
+                                        "tooltip": "On: the mask is 1 where the picture is transparent (Load Image's "
+                                                   "convention). Off: the mask is 1 on the character."}),
+        }}
+
+    def composite(self, frames, mask, background, invert_mask):
+        frames = check_image("frames", frames, channels=(3,))
+        m = check_mask("mask", mask)
+        if tuple(m.shape[1:]) != tuple(frames.shape[1:3]):
+            fail("mask", f"the frames' size {tuple(frames.shape[1:3])}", f"{tuple(m.shape[1:])}")
+        if m.shape[0] not in (1, frames.shape[0]):
+            fail("mask", f"1 or {frames.shape[0]} masks (one per frame)", f"{m.shape[0]}")
+        alpha = (1.0 - m if invert_mask else m).clamp(0, 1)
+        return (composite(frames, alpha, _COLOURS[background]),)
+
+
+NODE_CLASS_MAPPINGS = {"FlipbookCompositeBackground": FlipbookCompositeBackground}
+NODE_DISPLAY_NAME_MAPPINGS = {"FlipbookCompositeBackground": "Flipbook Composite on Background"}
