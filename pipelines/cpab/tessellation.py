@@ -7,6 +7,8 @@ top (c,ul,ur), right (c,ur,lr), bottom (c,lr,ll), left (c,ll,ul); cell index = 4
 A cell carries an affine velocity ``v(x) = A_c [x, y, 1]ᵀ`` with ``A_c ∈ R^{2×3}`` stored row-major,
 so ``vec(A)`` has ``D = 6·nC`` entries. The continuous piecewise-affine fields are the null space of
 the constraint matrix ``L``; ``B = null(L)`` is an orthonormal ``D × d`` basis and ``vec(A) = B θ``.
+B is canonical (:func:`null_space`): every machine and library builds the same one, so θ is portable
+(libcpab's SVD basis, and ours before, was only defined up to a rotation).
 """
 from __future__ import annotations
 
