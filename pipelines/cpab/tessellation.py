@@ -7,15 +7,18 @@ top (c,ul,ur), right (c,ur,lr), bottom (c,lr,ll), left (c,ll,ul); cell index = 4
 A cell carries an affine velocity ``v(x) = A_c [x, y, 1]ᵀ`` with ``A_c ∈ R^{2×3}`` stored row-major,
 so ``vec(A)`` has ``D = 6·nC`` entries. The continuous piecewise-affine fields are the null space of
 the constraint matrix ``L``; ``B = null(L)`` is an orthonormal ``D × d`` basis and ``vec(A) = B θ``.
+B is canonical (:func:`null_space`): every machine and library builds the same one, so θ is portable
+(libcpab's SVD basis, and ours before, was only defined up to a rotation).
 """
 from __future__ import annotations
 
 import functools
-import os
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.linalg
 import torch
+from scipy import sparse
 
 from ..errors import fail
 
@@ -32,7 +35,7 @@ def check_tess(nx: int, ny: int) -> tuple[int, int]:
     if int(nx) != nx or int(ny) != ny or nx < 1 or ny < 1:
         fail("cells", "at least 1 cell along x and along y", f"{nx} x {ny}")
     if nx * ny > 400:
-        fail("cells", "at most 400 squares (20 x 20); the basis is a dense SVD", f"{nx} x {ny}")
+        fail("cells", "at most 400 squares (20 x 20)", f"{nx} x {ny}")
     return int(nx), int(ny)
 
 
@@ -111,20 +114,24 @@ def _triangle_vertices(nx: int, ny: int) -> list:
 
 def constraint_matrix(nx: int, ny: int, zero_boundary: bool, volume_preserving: bool) -> np.ndarray:
     """L [rows, 6·nC]: L vec(A) = 0 exactly for continuous piecewise-affine fields (§1.2)."""
+    return _constraints_sparse(nx, ny, zero_boundary, volume_preserving).toarray()
+
+
+def _constraints_sparse(nx: int, ny: int, zero_boundary: bool, volume_preserving: bool) -> sparse.csr_matrix:
     nx, ny = check_tess(nx, ny)
     verts = _triangle_vertices(nx, ny)
     nc = len(verts)
     scale = np.array([2.0 * nx, 2.0 * ny])
-    rows: list[np.ndarray] = []
+    rows: list[tuple[list, list]] = []          # (column indices, values) per row
+
+    def affine_row(c: int, k: int, v, sign: float = 1.0) -> tuple[list, list]:
+        return list(range(6 * c + 3 * k, 6 * c + 3 * k + 3)), [sign * v[0] / scale[0], sign * v[1] / scale[1], sign]
 
     def agree(ci: int, cj: int, v) -> None:
         """A_ci [v,1] = A_cj [v,1], both output dims."""
-        h = np.array([v[0] / scale[0], v[1] / scale[1], 1.0])
         for k in range(2):
-            r = np.zeros(6 * nc)
-            r[6 * ci + 3 * k:6 * ci + 3 * k + 3] = h
-            r[6 * cj + 3 * k:6 * cj + 3 * k + 3] = -h
-            rows.append(r)
+            (a, va), (b, vb) = affine_row(ci, k, v), affine_row(cj, k, v, -1.0)
+            rows.append((a + b, va + vb))
 
     edges: dict = {}
     for c, tri in enumerate(verts):
@@ -142,9 +149,7 @@ def constraint_matrix(nx: int, ny: int, zero_boundary: bool, volume_preserving: 
         for e, c in boundary:
             k = 0 if e[0][0] == e[1][0] else 1      # vertical edge -> x normal
             for v in e:
-                r = np.zeros(6 * nc)
-                r[6 * c + 3 * k:6 * c + 3 * k + 3] = [v[0] / scale[0], v[1] / scale[1], 1.0]
-                rows.append(r)
+                rows.append(affine_row(c, k, v))
     else:
         # "valid outside": neighbouring border triangles agree on the outward normal line through
         # their shared corner, so the field extended outside the domain stays continuous
@@ -168,55 +173,99 @@ def constraint_matrix(nx: int, ny: int, zero_boundary: bool, volume_preserving: 
             agree(c1, c2, aux)
     if volume_preserving:
         for c in range(nc):                          # trace(A_c[:, :2]) = 0
-            r = np.zeros(6 * nc)
-            r[6 * c + 0] = 1.0
-            r[6 * c + 4] = 1.0
-            rows.append(r)
-    return np.stack(rows) if rows else np.zeros((0, 6 * nc))
+            rows.append(([6 * c, 6 * c + 4], [1.0, 1.0]))
+    indptr = np.cumsum([0] + [len(r[0]) for r in rows])
+    cols = np.array([i for r in rows for i in r[0]], dtype=np.int64)
+    vals = np.array([x for r in rows for x in r[1]], dtype=np.float64)
+    return sparse.csr_matrix((vals, cols, indptr), shape=(len(rows), 6 * nc))
 
 
-def null_space(lmat: np.ndarray) -> np.ndarray:
-    """Orthonormal basis [D, d] of {a : L a = 0}: eigenvectors of LᵀL with eigenvalue below
-    (1e-6)² of the largest (libcpab takes singular values <= 1e-6; eigh is ~4x faster than SVD)."""
-    dim = lmat.shape[1]
-    if lmat.shape[0] == 0:
-        return np.eye(dim)
-    w, v = np.linalg.eigh(lmat.T @ lmat)
-    null = w <= (1e-6 ** 2) * max(1.0, float(w.max()))
-    return np.ascontiguousarray(v[:, null])
+def hat_fields(nx: int, ny: int) -> sparse.csr_matrix:
+    """H [6·nC, 2V]: column 2i+k is vec A of the continuous piecewise-affine field whose k-th
+    component is 1 at mesh vertex i and 0 at every other vertex (the P1 "hat" function).
+    Vertices (square corners and centres) are ordered by (y, x). The columns span exactly the
+    fields that satisfy the continuity rows of L, with exact combinatorial (LAPACK-free) structure."""
+    nx, ny = check_tess(nx, ny)
+    verts = _triangle_vertices(nx, ny)
+    order = sorted({v for tri in verts for v in tri}, key=lambda v: (v[1], v[0]))
+    ids = {v: i for i, v in enumerate(order)}
+    tri = np.array(verts, dtype=np.float64) / np.array([2.0 * nx, 2.0 * ny])
+    m = np.concatenate([tri, np.ones((len(verts), 3, 1))], 2)     # [c, vertex i, (x, y, 1)]
+    minv = np.linalg.inv(m)                                        # [c, (x, y, 1), i]: f(p_i)=δ
+    c, k, e, i = np.meshgrid(np.arange(len(verts)), np.arange(2), np.arange(3), np.arange(3), indexing="ij")
+    vid = np.array([[ids[v] for v in t] for t in verts])[c, i]
+    return sparse.csr_matrix((minv[c, e, i].ravel(), ((6 * c + 3 * k + e).ravel(), (2 * vid + k).ravel())),
+                             shape=(6 * len(verts), 2 * len(order)))
 
 
-def _cache_dir() -> str:
-    return os.environ.get("FLIPBOOK_CACHE_DIR") or os.path.join(
-        os.path.expanduser("~"), ".cache", "comfyui-flipbook")
+def _rref(a: np.ndarray, tol: float) -> tuple[np.ndarray, list[int]]:
+    """Reduced row echelon form (partial pivoting; unique whatever the row order or scaling)."""
+    a = a.copy()
+    piv: list[int] = []
+    for j in range(a.shape[1]):
+        r = len(piv)
+        if r == a.shape[0]:
+            break
+        p = r + int(np.argmax(np.abs(a[r:, j])))
+        if abs(a[p, j]) <= tol:
+            a[r:, j] = 0.0
+            continue
+        a[[r, p]] = a[[p, r]]
+        a[r] /= a[r, j]
+        f = a[:, j].copy()
+        f[r] = 0.0
+        a -= f[:, None] * a[r][None, :]
+        piv.append(j)
+    return a[:len(piv)], piv
 
 
-def _cached_basis(nx: int, ny: int, zb: bool, vp: bool) -> torch.Tensor:
-    """The basis, cached on disk: another LAPACK may return a rotated (equally valid) null-space
-    basis, and θ is only meaningful with the basis it was fitted in, so keep one per machine."""
-    path = os.path.join(_cache_dir(), f"cpab_basis_v1_{nx}x{ny}_zb{int(zb)}_vp{int(vp)}.npy")
-    try:
-        b = np.load(path)
-        if b.shape[0] == 24 * nx * ny:
-            return torch.from_numpy(b)
-    except Exception:  # absent or unreadable: rebuild
-        pass
-    b = null_space(constraint_matrix(nx, ny, zb, vp))
-    try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = f"{path}.{os.getpid()}.tmp.npy"
-        np.save(tmp, b)
-        os.replace(tmp, path)
-    except OSError:  # read-only home: memory cache only
-        pass
-    return torch.from_numpy(b)
+def null_space(lmat, span=None) -> np.ndarray:
+    """The canonical orthonormal basis [D, d] of {a : L a = 0, a ∈ span(span)}.
+
+    It is a function of the null space alone, not of how L (row order, row scaling, redundant
+    rows) or a linear-algebra library presents it: with ``span`` = H (columns spanning a superspace
+    of the null space; default I), the constraints on the H-coordinates are brought to reduced row
+    echelon form (unique), whose free columns give the unique null vectors N with an identity
+    block; B is H N orthonormalised by Gram-Schmidt in column order with positive diagonal
+    (CholeskyQR2, unique). No SVD/eigenvector choice enters, so every machine gets the same B.
+    """
+    lmat = sparse.csr_matrix(lmat)
+    h = sparse.identity(lmat.shape[1], format="csr") if span is None else sparse.csr_matrix(span)
+    rownorm = np.asarray(abs(lmat).max(1).todense()).ravel()
+    lmat = sparse.diags(1.0 / np.where(rownorm > 0, rownorm, 1.0)) @ lmat     # rows of max 1
+    c = np.asarray((lmat @ h).todense())
+    c = c[np.abs(c).max(1) > 1e-10] if c.size else c       # rows satisfied by every column of H
+    red, piv = _rref(c, 1e-9)
+    free = np.setdiff1d(np.arange(h.shape[1]), piv)
+    n = np.zeros((h.shape[1], len(free)))
+    n[free, np.arange(len(free))] = 1.0
+    n[piv] = -red[:, free]
+    gram_h = (h.T @ h).toarray()
+    for _ in range(2):                                     # CholeskyQR2 in H-coordinates
+        r = np.linalg.cholesky(n.T @ gram_h @ n).T
+        n = scipy.linalg.solve_triangular(r, n.T, trans="T").T
+    return np.ascontiguousarray(h @ (n @ _dct_matrix(n.shape[1])))
+
+
+def _dct_matrix(d: int) -> np.ndarray:
+    """The orthonormal DCT-II matrix [d, d] (closed form). Mixing the local Gram-Schmidt vectors
+    with it gives every basis vector a global support, as libcpab's SVD basis has: θ then acts on
+    the whole picture coordinate by coordinate, which Adam's per-coordinate steps (CPABMM's fit)
+    depend on. Exactly orthogonal in exact arithmetic, so B stays orthonormal and canonical."""
+    if d == 0:
+        return np.zeros((0, 0))
+    i = np.arange(d)
+    q = np.cos(np.pi * (i[:, None] + 0.5) * i[None, :] / d) * np.sqrt(2.0 / d)
+    q[:, 0] = np.sqrt(1.0 / d)
+    return q
 
 
 @functools.lru_cache(maxsize=16)
 def tessellation(nx: int, ny: int, zero_boundary: bool = True, volume_preserving: bool = False) -> Tessellation:
     """The (cached) CPAB space for a ``nx × ny`` type-I tessellation."""
     nx, ny = check_tess(nx, ny)
-    basis = _cached_basis(nx, ny, bool(zero_boundary), bool(volume_preserving))
+    basis = torch.from_numpy(null_space(_constraints_sparse(nx, ny, zero_boundary, volume_preserving),
+                                        hat_fields(nx, ny)))
     tri = torch.tensor(_triangle_vertices(nx, ny), dtype=torch.float64)
     centroids = tri.mean(1) / torch.tensor([2.0 * nx, 2.0 * ny], dtype=torch.float64)
     return Tessellation(nx, ny, bool(zero_boundary), bool(volume_preserving), basis, centroids)

@@ -26,8 +26,8 @@ PADDINGS = ("border", "reflection", "zeros")
 class CPABParams:
     """θ for F frames plus everything needed to use them again. ComfyUI type FLIPBOOK_CPAB_PARAMS.
 
-    θ is tied to the basis of this machine (a null-space basis is unique only up to rotation);
-    :meth:`velocity` gives the basis-free per-cell fields ``vec A = B θ`` for storage elsewhere.
+    θ is portable: the basis B is canonical (the same on every machine, see tessellation.null_space);
+    :meth:`velocity` gives the per-cell fields ``vec A = B θ`` for use outside this package.
     """
 
     theta: torch.Tensor                      # [F, d] float64
