@@ -113,49 +113,22 @@ OPENPOSE_LIMBS = [(1, 2), (2, 3), (3, 4), (1, 5), (5, 6), (6, 7), (1, 8), (8, 9)
 _FACE = [0, 14, 15, 16, 17]
 
 
-def _pose_frames(pose_keypoint) -> list[dict]:
-    data = _parse_json("pose_keypoint", pose_keypoint)
-    if isinstance(data, dict):
-        data = [data]
-    if not isinstance(data, list) or not data or not all(isinstance(f, dict) for f in data):
-        fail("pose_keypoint", "OpenPose JSON: a list of frames {'people': [...], 'canvas_width', 'canvas_height'}",
-             str(data)[:120])
-    return data
-
-
-def _person_joints(frame: dict, person: int, fi: int) -> np.ndarray:
-    people = frame.get("people") or []
-    if person >= len(people):
-        fail("person", f"an index below the {len(people)} people detected in frame {fi}", f"{person}")
-    flat = people[person].get("pose_keypoints_2d")
-    if not flat or len(flat) < 18 * 3:
-        fail("pose_keypoint", f"18 body joints (54 numbers) in pose_keypoints_2d of frame {fi}",
-             f"{0 if not flat else len(flat)} numbers")
-    return np.asarray(flat[:54], dtype=np.float64).reshape(18, 3)
-
-
 def skeletons_from_pose(pose_keypoint, *, person: int = 0, merge_face: bool = True,
                         min_confidence: float = 0.1, canvas: tuple[int, int] | None = None) -> list[Skeleton]:
     """One Skeleton per frame of an OpenPose/DWPose POSE_KEYPOINT, with the same joints in each.
 
-    A joint is kept when it is detected (confidence ≥ ``min_confidence``) in the first frame; in
-    later frames a missing joint keeps its previous position. ``merge_face`` averages nose, eyes and
-    ears into one head point (AniClipart's 17→13 rule, spec flexiclip.md §1.2). Coordinates in 0..1
-    (as some detectors write) are scaled to the canvas. The neck is the root.
+    Parsing is the pack's one OpenPose reader (:func:`.pose.poses_from_openpose`). A body joint is
+    kept when it is detected (confidence ≥ ``min_confidence``) in the first frame; in later frames a
+    missing joint keeps its previous position. ``merge_face`` averages nose, eyes and ears into one
+    head point (AniClipart's 17→13 rule, spec flexiclip.md §1.2). The neck is the root. With
+    ``canvas`` (an image's (H, W)), the poses are scaled from the detector's canvas to it.
     """
-    frames = _pose_frames(pose_keypoint)
-    f0 = frames[0]
-    if canvas is None:
-        canvas = (int(f0.get("canvas_height", 512)), int(f0.get("canvas_width", 512)))
-    h, w = canvas
-    joints = [_person_joints(f, person, i) for i, f in enumerate(frames)]
-    seq = np.stack(joints)                                    # [F, 18, 3]
-    if np.nanmax(np.abs(seq[..., :2])) <= 1.0 + 1e-6:
-        seq[..., 0] *= w - 1
-        seq[..., 1] *= h - 1
-    if not np.isfinite(seq).all():
-        fail("pose_keypoint", "finite joint coordinates", "NaN/inf values")
-    seen = seq[..., 2] >= min_confidence
+    from .pose import poses_from_openpose
+
+    seq = poses_from_openpose(_parse_json("pose_keypoint", pose_keypoint), person=person,
+                              threshold=min_confidence)
+    xy = seq.points[:, :18].double().numpy()                  # [F, 18, 2]
+    seen = (seq.conf[:, :18] > 0).numpy()
     names, groups = [], []
     if merge_face:
         face = [j for j in _FACE if seen[0, j]]
@@ -171,31 +144,24 @@ def skeletons_from_pose(pose_keypoint, *, person: int = 0, merge_face: bool = Tr
     if len(groups) < 2:
         fail("pose_keypoint", f"at least 2 joints detected with confidence ≥ {min_confidence} in frame 0",
              f"{len(groups)}")
-    index = {}
-    for g, js in enumerate(groups):
-        for j in js:
-            index[j] = g
+    index = {j: g for g, js in enumerate(groups) for j in js}
     edges = sorted({tuple(sorted((index[a], index[b]))) for a, b in OPENPOSE_LIMBS
                     if a in index and b in index and index[a] != index[b]})
+    pts0 = torch.tensor(np.stack([xy[0, js].mean(0) for js in groups]), dtype=torch.float32)
     # joints orphaned by a missing parent hang from the nearest kept joint
-    pts0 = torch.tensor(np.stack([seq[0, js, :2].mean(0) for js in groups]), dtype=torch.float32)
-    edges_t = torch.tensor(edges, dtype=torch.long).reshape(-1, 2)
-    edges_t = _connect_components(pts0, edges_t)
+    edges_t = _connect_components(pts0, torch.tensor(edges, dtype=torch.long).reshape(-1, 2))
     root = names.index("neck") if "neck" in names else graph_centre(len(groups), edges_t)
-    out, prev = [], None
-    for fi in range(len(frames)):
-        p = np.zeros((len(groups), 2))
-        for g, js in enumerate(groups):
-            ok = [j for j in js if seen[fi, j]]
-            if ok:
-                p[g] = seq[fi, ok, :2].mean(0)
-            else:
-                p[g] = prev[g] if prev is not None else seq[0, js, :2].mean(0)
+    h, w = seq.canvas
+    out, prev = [], pts0.double().numpy()
+    for fi in range(seq.frames):
+        p = np.stack([xy[fi, [j for j in js if seen[fi, j]]].mean(0) if seen[fi, js].any() else prev[g]
+                      for g, js in enumerate(groups)])
         prev = p
         pts = torch.tensor(p, dtype=torch.float32)
         pts[:, 0].clamp_(0, w - 1)
         pts[:, 1].clamp_(0, h - 1)
-        out.append(Skeleton(pts, edges_t, (h, w), root, list(names)))
+        sk = Skeleton(pts, edges_t, (h, w), root, list(names))
+        out.append(sk if canvas is None or tuple(canvas) == (h, w) else sk.scaled_to(tuple(canvas)))
     return out
 
 
