@@ -11,8 +11,8 @@ from ..pipelines.animatex.pipeline import REFERENCE_MODES, AnimateXModel, Motion
 from ..pipelines.animatex.sampler import ddim_timesteps
 from ..pipelines.animatex.text import zero_y_from_file
 from ..pipelines.errors import fail
-from ._comfy import (free_memory, list_models, model_path, offload_device, progress_callback, register_model_folder,
-                     torch_device)
+from ._comfy import (list_models, model_path, offload_device, on_compute_device, progress_callback,
+                     register_model_folder, torch_device)
 
 CAT = "Flipbook/Animate-X"
 MODEL = "FLIPBOOK_ANIMATEX"
@@ -170,15 +170,10 @@ class FlipbookAnimateXSampler:
         cond, latent_hw = prepare(model, reference, pose_images, motion, width=width, height=height,
                                   reference_mode=reference_mode, encode_latent=encode,
                                   reference_pose_image=reference_pose_image, reference_mask=reference_mask)
-        unet = model.unet
-        unet.to(torch_device())
-        try:
+        with on_compute_device(model.unet):      # makes room in ComfyUI first; back to offload after, also on cancel
             lat = animate(model, cond, latent_hw, seed=seed, steps=steps, guidance=cfg, eta=eta,
                           noise_offset=noise_offset, context_frames=context_frames, context_overlap=context_overlap,
                           batch_cfg=batch_cfg, callback=progress_callback(len(ddim_timesteps(steps)), "Animate-X"))
-        finally:
-            unet.to(offload_device())
-            free_memory()
         return ({"samples": lat.float().cpu()},)
 
 
