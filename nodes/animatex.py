@@ -163,10 +163,7 @@ class FlipbookAnimateXSampler:
             fail("model", "an Animate-X model from Flipbook Animate-X Loader", type(model).__name__)
         if not isinstance(motion, Motion):
             fail("motion", "motion from Flipbook Animate-X Pose Indicator", type(motion).__name__)
-        encode = None
-        if vae is not None:
-            def encode(img):
-                return vae.encode(img[..., :3]).float().cpu()
+        encode = None if vae is None else (lambda img: vae.encode(img[..., :3]).float().cpu())
         cond, latent_hw = prepare(model, reference, pose_images, motion, width=width, height=height,
                                   reference_mode=reference_mode, encode_latent=encode,
                                   reference_pose_image=reference_pose_image, reference_mask=reference_mask)

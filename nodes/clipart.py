@@ -7,11 +7,12 @@ import torch
 
 from ..pipelines import bezier, keypoints
 from ..pipelines.clipart import Animation, deform_animation, render_animation, triangle_area
-from ..pipelines.errors import check_image, check_mask, fail
+from ..pipelines.errors import check_image, fail
 from ..pipelines.mesh import build_mesh
 from ..pipelines.metrics import animation_metrics
 from ..pipelines.preview import draw_preview
 from ._comfy import progress_callback
+from .image import INVERT_TIP, silhouette
 
 CAT = "Flipbook/Clipart"
 KEYPOINTS_CAT = "Flipbook/Keypoints"
@@ -24,21 +25,6 @@ ANIMATION = "FLIPBOOK_ANIMATION"
 _EXAMPLE_POINTS = json.dumps([[256, 112], [256, 176], [256, 300], [196, 232], [140, 190], [316, 232],
                               [372, 190], [222, 372], [206, 440], [290, 372], [306, 440]])
 _EXAMPLE_EDGES = json.dumps([[0, 1], [1, 2], [1, 3], [3, 4], [1, 5], [5, 6], [2, 7], [7, 8], [2, 9], [9, 10]])
-
-
-_INVERT_TIP = ("On: the mask is 1 where the picture is transparent, as ComfyUI's Load Image gives it "
-               "(1 - alpha); the character is where the mask is 0. Off: the mask is 1 on the character.")
-
-
-def _silhouette(mask, image, invert: bool):
-    """ComfyUI's Load Image drops alpha from IMAGE and returns MASK = 1 - alpha (nodes.py, LoadImage)."""
-    if mask is None:
-        return None
-    m = check_mask("mask", mask)
-    if tuple(m.shape[1:]) != tuple(image.shape[1:3]):
-        fail("mask", f"the image's size {tuple(image.shape[1:3])}", f"{tuple(m.shape[1:])}")
-    m = m[:1]
-    return 1.0 - m if invert else m
 
 
 def _canvas(image) -> tuple[int, int]:
@@ -124,14 +110,14 @@ class FlipbookAutoKeypoints:
                                       "tooltip": "At most this many keypoints (AniClipart's examples use 5-16)."}),
             "min_branch": ("FLOAT", {"default": 0.08, "min": 0.0, "max": 0.5, "step": 0.01,
                                      "tooltip": "Branches shorter than this fraction of the figure's size are pruned as noise."}),
-            "invert_mask": ("BOOLEAN", {"default": True, "tooltip": _INVERT_TIP}),
+            "invert_mask": ("BOOLEAN", {"default": True, "tooltip": INVERT_TIP}),
         }, "optional": {
             "mask": ("MASK", {"tooltip": "Silhouette (e.g. Load Image's MASK) instead of the picture's alpha or ink."}),
         }}
 
     def build(self, image, max_keypoints, min_branch, invert_mask=True, mask=None):
         image = check_image("image", image)
-        sil = _silhouette(mask, image, invert_mask)
+        sil = silhouette(mask, image, invert_mask, max_frames=1)
         return (keypoints.auto_keypoints(sil, image=image[0], max_keypoints=max_keypoints, min_branch=min_branch),)
 
 
@@ -157,7 +143,7 @@ class FlipbookMeshBuilder:
                                     "tooltip": "Grow the silhouette by this many pixels so its edge lies inside triangles."}),
             "backend": (["scipy", "triangle"], {"default": "scipy",
                                                 "tooltip": "scipy: no extra dependency. triangle: Shewchuk's Triangle (pip install triangle; non-commercial licence)."}),
-            "invert_mask": ("BOOLEAN", {"default": True, "tooltip": _INVERT_TIP}),
+            "invert_mask": ("BOOLEAN", {"default": True, "tooltip": INVERT_TIP}),
         }, "optional": {
             "mask": ("MASK", {"tooltip": "Silhouette, e.g. Load Image's MASK (connect it: Load Image's IMAGE has no alpha). "
                                          "Without it: the picture's alpha, else non-white pixels."}),
@@ -167,7 +153,7 @@ class FlipbookMeshBuilder:
         image = check_image("image", image)
         if tuple(skeleton.canvas) != tuple(image.shape[1:3]):
             skeleton = skeleton.scaled_to(tuple(image.shape[1:3]))
-        m = _silhouette(mask, image, invert_mask)
+        m = silhouette(mask, image, invert_mask, max_frames=1)
         m = None if m is None else m[0]
         area = triangle_area(tuple(image.shape[1:3]), max_triangle_area)
         return (build_mesh(image[0], m, skeleton, max_area=area, min_angle=min_angle,
@@ -310,7 +296,7 @@ class FlipbookPreviewKeypoints:
 
     def draw(self, image, labels, skeleton=None, mesh=None, trajectory=None, mask=None):
         image = check_image("image", image)
-        sil = _silhouette(mask, image, True)
+        sil = silhouette(mask, image, True, max_frames=1)
         if sil is not None:
             image = torch.cat([image[:1, ..., :3], sil[..., None]], -1)
         if skeleton is None and trajectory is not None:

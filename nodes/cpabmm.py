@@ -5,13 +5,11 @@ models/cpabmm folder (.safetensors, or the official .pth.tar, read with torch.lo
 """
 from __future__ import annotations
 
-import os
-
-import numpy as np
 import torch
 
 from ..pipelines import cpabmm
-from ..pipelines.errors import FlipbookInputError, fail
+from ..pipelines.errors import fail
+from ..pipelines.io import load_frames
 from ._comfy import (free_memory, input_image_path, list_models, model_path, progress_callback,
                      register_model_folder, torch_device)
 
@@ -136,23 +134,6 @@ class FlipbookLoadFrames:
     def load(self, file, max_frames, every_nth):
         frames = load_frames(input_image_path(file), max_frames=max_frames, every_nth=every_nth)
         return frames, int(frames.shape[0])
-
-
-def load_frames(path: str, *, max_frames: int = 0, every_nth: int = 1) -> torch.Tensor:
-    from PIL import Image, ImageSequence
-
-    try:
-        im = Image.open(path)
-    except OSError as exc:
-        raise FlipbookInputError(f"file: expected an image or animation, got {os.path.basename(path)!r}: {exc}") from None
-    out = []
-    for i, fr in enumerate(ImageSequence.Iterator(im)):
-        if i % every_nth:
-            continue
-        out.append(torch.from_numpy(np.asarray(fr.convert("RGB"), dtype=np.float32) / 255.0))
-        if max_frames and len(out) >= max_frames:
-            break
-    return torch.stack(out)
 
 
 NODE_CLASS_MAPPINGS = {

@@ -5,6 +5,25 @@ import torch
 
 from ..pipelines.errors import check_image, check_mask, fail
 
+INVERT_TIP = ("On: the mask is 1 where the picture is transparent, as ComfyUI's Load Image gives it "
+              "(1 - alpha); the character is where the mask is 0. Off: the mask is 1 on the character.")
+
+
+def silhouette(mask, image, invert: bool, *, max_frames: int | None = None):
+    """Alpha [F,H,W] from a MASK sized like ``image`` [F,H,W,C]. ComfyUI's Load Image drops alpha from
+    IMAGE and returns MASK = 1 - alpha (nodes.py, LoadImage): ``invert`` undoes that."""
+    if mask is None:
+        return None
+    m = check_mask("mask", mask)
+    if tuple(m.shape[1:]) != tuple(image.shape[1:3]):
+        fail("mask", f"the image's size {tuple(image.shape[1:3])}", f"{tuple(m.shape[1:])}")
+    if max_frames is not None:
+        m = m[:max_frames]
+    elif m.shape[0] not in (1, image.shape[0]):
+        fail("mask", f"1 or {image.shape[0]} masks (one per frame)", f"{m.shape[0]}")
+    return (1.0 - m if invert else m).clamp(0, 1)
+
+
 _COLOURS = {"white": (1.0, 1.0, 1.0), "black": (0.0, 0.0, 0.0), "grey": (0.5, 0.5, 0.5), "green": (0.0, 1.0, 0.0)}
 
 
@@ -31,20 +50,12 @@ class FlipbookCompositeBackground:
             "frames": ("IMAGE", {"tooltip": "Frames to put on the background."}),
             "mask": ("MASK", {"tooltip": "One mask, or one per frame."}),
             "background": (list(_COLOURS), {"default": "white", "tooltip": "Background colour."}),
-            "invert_mask": ("BOOLEAN", {"default": True,
-                                        "tooltip": "On: the mask is 1 where the picture is transparent (Load Image's "
-                                                   "convention). Off: the mask is 1 on the character."}),
+            "invert_mask": ("BOOLEAN", {"default": True, "tooltip": INVERT_TIP}),
         }}
 
     def composite(self, frames, mask, background, invert_mask):
         frames = check_image("frames", frames, channels=(3,))
-        m = check_mask("mask", mask)
-        if tuple(m.shape[1:]) != tuple(frames.shape[1:3]):
-            fail("mask", f"the frames' size {tuple(frames.shape[1:3])}", f"{tuple(m.shape[1:])}")
-        if m.shape[0] not in (1, frames.shape[0]):
-            fail("mask", f"1 or {frames.shape[0]} masks (one per frame)", f"{m.shape[0]}")
-        alpha = (1.0 - m if invert_mask else m).clamp(0, 1)
-        return (composite(frames, alpha, _COLOURS[background]),)
+        return (composite(frames, silhouette(mask, frames, invert_mask), _COLOURS[background]),)
 
 
 NODE_CLASS_MAPPINGS = {"FlipbookCompositeBackground": FlipbookCompositeBackground}

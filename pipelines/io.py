@@ -21,6 +21,24 @@ def load_rgba(path: str) -> torch.Tensor:
     return torch.from_numpy(arr.copy())
 
 
+def load_frames(path: str, *, max_frames: int = 0, every_nth: int = 1) -> torch.Tensor:
+    """Every frame of an animated WebP/GIF/PNG (or one still picture) as IMAGE [F, H, W, 3] in 0..1."""
+    from PIL import Image, ImageSequence, UnidentifiedImageError
+
+    out = []
+    try:
+        with Image.open(path) as im:
+            for i, fr in enumerate(ImageSequence.Iterator(im)):
+                if i % every_nth:
+                    continue
+                out.append(torch.from_numpy(np.asarray(fr.convert("RGB"), dtype=np.float32) / 255.0))
+                if max_frames and len(out) >= max_frames:
+                    break
+    except (FileNotFoundError, UnidentifiedImageError, OSError) as exc:
+        raise FlipbookInputError(f"file: expected an image or animation, got {os.path.basename(path)!r}: {exc}") from None
+    return torch.stack(out)
+
+
 def to_uint8(frames: torch.Tensor) -> np.ndarray:
     return (frames.detach().float().clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy()
 

@@ -6,7 +6,6 @@ numbers. All take the deformed vertices [T,V,2] of a mesh and need no model.
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from .deform import face_jacobians, mesh_edges

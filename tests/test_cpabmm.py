@@ -2,6 +2,8 @@
 import os
 
 import pytest
+
+from comfyui_flipbook.pipelines.io import load_frames
 import torch
 
 from comfyui_flipbook.nodes import _comfy
@@ -143,7 +145,7 @@ def test_nodes_run_the_shipped_names(tmp_path, monkeypatch, inference):
     (model,) = cpabmm_nodes.FlipbookCPABMMLoader().load("cpabmm-vox-256.safetensors", "auto")
     frames, count = cpabmm_nodes.FlipbookLoadFrames().load("cpabmm_driving.webp", 3, 1)
     assert count == 3 and frames.shape[1:] == (128, 128, 3)
-    assert cpabmm_nodes.load_frames(os.path.join(ASSETS, "cpabmm_driving.webp")).shape[0] == 12
+    assert load_frames(os.path.join(ASSETS, "cpabmm_driving.webp")).shape[0] == 12
     source = torch.rand(1, 96, 96, 3)
     (out,) = cpabmm_nodes.FlipbookCPABMMAnimate().animate(model, source, frames, "relative", 3, True, 2)
     assert out.shape == (3, 96, 96, 3)

@@ -6,7 +6,7 @@ the pose and local-image encoders pool to half the pixel size at run time.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 # The file name the released weights carry on the model page and in the official config.
 RELEASED_CHECKPOINT = "animate-x_ckpt.pth"
