@@ -163,11 +163,16 @@ def _folder(name: str) -> tuple[list[str], set[str]]:
     return [os.path.join(models_root(), name)], set(_EXTRA_FOLDERS.get(name, ()))
 
 
+class FileList(list):
+    """Combo options listed from a folder (models, input files): they differ from machine to machine,
+    so the node-interface snapshot records the kind, not the names (tests/node_interface.py)."""
+
+
 def list_models(name: str, *, dirs: bool = False) -> list[str]:
     """Files (or, with dirs=True, sub-folders) under a model folder; names relative to it."""
     fp = _try_import("folder_paths")
     if fp is not None and not dirs and name in fp.folder_names_and_paths:
-        return sorted(fp.get_filename_list(name))
+        return FileList(sorted(fp.get_filename_list(name)))
     roots, exts = _folder(name)
     out = []
     for root in roots:
@@ -180,7 +185,7 @@ def list_models(name: str, *, dirs: bool = False) -> list[str]:
             for f in files:
                 if not exts or os.path.splitext(f)[1].lower() in exts:
                     out.append(os.path.relpath(os.path.join(base, f), root).replace(os.sep, "/"))
-    return sorted(set(out))
+    return FileList(sorted(set(out)))
 
 
 def model_path(folder: str, name: str, *, is_dir: bool = False) -> str:
@@ -221,7 +226,7 @@ def list_input_files(suffixes: tuple[str, ...]) -> list[str]:
     for root in roots:
         if os.path.isdir(root):
             names.update(f for f in os.listdir(root) if f.lower().endswith(suffixes))
-    return sorted(names)
+    return FileList(sorted(names))
 
 
 # --- shipped assets (example inputs) ----------------------------------------------------------------

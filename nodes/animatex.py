@@ -11,7 +11,7 @@ from ..pipelines.animatex.pipeline import REFERENCE_MODES, AnimateXModel, Motion
 from ..pipelines.animatex.sampler import ddim_timesteps
 from ..pipelines.animatex.text import zero_y_from_file
 from ..pipelines.errors import fail
-from ._comfy import (list_models, model_path, offload_device, on_compute_device, progress_callback,
+from ._comfy import (FileList, list_models, model_path, offload_device, on_compute_device, progress_callback,
                      register_model_folder, torch_device)
 
 CAT = "Flipbook/Animate-X"
@@ -29,7 +29,7 @@ _DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
 def _choices(default: str) -> list[str]:
     names = list_models(FOLDER)
-    return names if default in names else [default] + names
+    return FileList(names if default in names else [default] + names)
 
 
 class FlipbookAnimateXLoader:
@@ -49,7 +49,7 @@ class FlipbookAnimateXLoader:
             "unet_name": (_choices(RELEASED_CHECKPOINT), {"tooltip": "Checkpoint in ComfyUI/models/animatex."}),
             "weight_dtype": (["auto", "fp16", "bf16", "fp32"], {"default": "auto",
                                                                 "tooltip": "auto: fp16 on a GPU, fp32 on the CPU."}),
-            "text_encoder": (_choices(TEXT_ENCODER) + [NO_TEXT_ENCODER], {"default": TEXT_ENCODER,
+            "text_encoder": (FileList(_choices(TEXT_ENCODER) + [NO_TEXT_ENCODER]), {"default": TEXT_ENCODER,
                              "tooltip": "OpenCLIP ViT-H-14 file (models/animatex) whose text tower encodes the empty prompt."}),
             "convert_to_safetensors": ("BOOLEAN", {"default": False,
                                        "tooltip": "Write <name>.fp16.safetensors next to a .pth once (3.6 GB instead of 7.3); pick it next time."}),

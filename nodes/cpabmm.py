@@ -10,7 +10,7 @@ import torch
 from ..pipelines import cpabmm
 from ..pipelines.errors import fail
 from ..pipelines.io import load_frames
-from ._comfy import (free_memory, input_image_path, list_models, model_path, progress_callback,
+from ._comfy import (FileList, free_memory, input_image_path, list_models, model_path, progress_callback,
                      register_model_folder, torch_device)
 
 CAT = "Flipbook/CPAB"
@@ -22,7 +22,7 @@ register_model_folder(FOLDER, EXTENSIONS)
 
 
 def _checkpoints() -> list[str]:
-    return list_models(FOLDER) or ["cpabmm-vox-256.safetensors"]
+    return list_models(FOLDER) or FileList(["cpabmm-vox-256.safetensors"])
 
 
 class FlipbookCPABMMLoader:

@@ -14,7 +14,7 @@ from ..pipelines.diffusion.text import encode_text
 from ..pipelines.diffusion.vae import POSTERIORS, VAE_RANGES, decode_latents
 from ..pipelines.errors import fail
 from ..pipelines.flipsketch import FLIPSKETCH_MODEL
-from ._comfy import (check_interrupted, grad_enabled, intermediate_device, list_models, model_path, offload_device,
+from ._comfy import (FileList, check_interrupted, grad_enabled, intermediate_device, list_models, model_path, offload_device,
                      on_compute_device, progress_callback, torch_device)
 
 CATEGORY = "Flipbook/Diffusion"
@@ -33,7 +33,7 @@ def t2v_folders() -> list[str]:
             if os.path.isdir(os.path.join(path, sub, "unet")):
                 found.append(f"{top}/{sub}")
     # Nothing installed yet: still show the name FlipSketch's workflow uses, loading it explains where to put it.
-    return found or [FLIPSKETCH_MODEL]
+    return FileList(found or [FLIPSKETCH_MODEL])
 
 
 def _check_model(model):

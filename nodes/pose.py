@@ -5,7 +5,7 @@ import json
 
 from ..pipelines import pose as P
 from ..pipelines.errors import fail
-from ._comfy import input_image_path, list_input_files
+from ._comfy import FileList, input_image_path, list_input_files
 
 CAT = "Flipbook/Pose"
 POSES = "FLIPBOOK_POSES"
@@ -45,7 +45,7 @@ class FlipbookLoadPoseKeypoints:
 
     @classmethod
     def INPUT_TYPES(cls):
-        files = list_input_files((".json",)) or ["animatex_dance_poses.json"]
+        files = list_input_files((".json",)) or FileList(["animatex_dance_poses.json"])
         default = "animatex_dance_poses.json" if "animatex_dance_poses.json" in files else files[0]
         return {"required": {
             "file": (files, {"default": default, "tooltip": "An OpenPose JSON file in ComfyUI's input folder."}),

@@ -142,8 +142,11 @@ def check_api(api: dict, specs: dict, assets_dir: str | None = None) -> list[str
     return errs
 
 
-def ui_to_api(ui: dict, specs: dict) -> dict:
-    """What the frontend's graphToPrompt sends for a UI workflow (no UI-only nodes, bypassed none)."""
+def ui_to_api(ui: dict, specs: dict, *, fill_defaults: bool = False) -> dict:
+    """What the frontend's graphToPrompt sends for a UI workflow (no UI-only nodes, bypassed none).
+
+    ``fill_defaults``: a workflow saved before widgets were added holds fewer values; the frontend
+    gives the missing (trailing) widgets their defaults, and so does this."""
     links = {l[0]: l for l in ui.get("links", [])}
     api = {}
     for node in ui["nodes"]:
@@ -152,7 +155,16 @@ def ui_to_api(ui: dict, specs: dict) -> dict:
         spec = specs[node["type"]]
         inputs = {}
         values = list(node.get("widgets_values") or [])
-        for name, value in zip(widget_names(spec), values):
+        names = widget_names(spec)
+        if fill_defaults and len(values) < len(names):
+            allin = {**spec[0], **spec[1]}
+            for name in names[len(values):]:
+                if name in ("control_after_generate", "upload"):
+                    values.append(None)
+                else:
+                    typ, opts = allin[name]
+                    values.append(opts.get("default", typ[0] if isinstance(typ, list) and typ else None))
+        for name, value in zip(names, values):
             if name not in ("control_after_generate", "upload"):
                 inputs[name] = value
         for inp in node.get("inputs", []):
