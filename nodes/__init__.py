@@ -1,7 +1,9 @@
 """Thin ComfyUI adapters, one module per family of nodes.
 
-Every public module here (no leading underscore) exports NODE_CLASS_MAPPINGS and
-NODE_DISPLAY_NAME_MAPPINGS; they are collected automatically, so a new family needs no edit here.
+Every public module here (no leading underscore) that exports NODE_CLASS_MAPPINGS and
+NODE_DISPLAY_NAME_MAPPINGS is a family of nodes; they are collected automatically, so a new family
+needs no edit here. Each node's function is wrapped by :func:`.types.checked`: a linked input of the
+wrong type fails with a clear error before the node runs.
 """
 from __future__ import annotations
 
@@ -9,6 +11,8 @@ import importlib
 import logging
 import os
 import pkgutil
+
+from . import types
 
 NODE_CLASS_MAPPINGS: dict = {}
 NODE_DISPLAY_NAME_MAPPINGS: dict = {}
@@ -27,5 +31,5 @@ for _info in sorted(pkgutil.iter_modules([os.path.dirname(__file__)]), key=lambd
         IMPORT_ERRORS[_info.name] = repr(exc)
         _log.exception("ComfyUI-Flipbook: could not load nodes.%s", _info.name)
         continue
-    NODE_CLASS_MAPPINGS.update(getattr(_mod, "NODE_CLASS_MAPPINGS", {}))
+    NODE_CLASS_MAPPINGS.update({k: types.checked(v) for k, v in getattr(_mod, "NODE_CLASS_MAPPINGS", {}).items()})
     NODE_DISPLAY_NAME_MAPPINGS.update(getattr(_mod, "NODE_DISPLAY_NAME_MAPPINGS", {}))

@@ -3,28 +3,26 @@ from __future__ import annotations
 
 import os
 
-import torch
 
 from ..pipelines.animatex import weights
 from ..pipelines.animatex.configs import RELEASED_CHECKPOINT
-from ..pipelines.animatex.pipeline import REFERENCE_MODES, AnimateXModel, Motion, animate, build_motion, prepare
+from ..pipelines.animatex.pipeline import REFERENCE_MODES, AnimateXModel, animate, build_motion, prepare
 from ..pipelines.animatex.sampler import ddim_timesteps
 from ..pipelines.animatex.text import zero_y_from_file
+from ..pipelines.devices import resolve_dtype
 from ..pipelines.errors import fail
 from ._comfy import (FileList, list_models, model_path, offload_device, on_compute_device, progress_callback,
                      register_model_folder, torch_device)
+from . import widgets as W
+from .types import ANIMATEX as MODEL, ANIMATEX_MOTION as MOTION, POSES
 
 CAT = "Flipbook/Animate-X"
-MODEL = "FLIPBOOK_ANIMATEX"
-MOTION = "FLIPBOOK_ANIMATEX_MOTION"
-POSES = "FLIPBOOK_POSES"
 FOLDER = "animatex"
 TEXT_ENCODER = "open_clip_pytorch_model.bin"          # the release's OpenCLIP ViT-H-14 file
 NO_TEXT_ENCODER = "none (use the clip input)"
 
 register_model_folder(FOLDER, {".safetensors", ".pth", ".pt", ".ckpt", ".bin"})
 
-_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
 
 def _choices(default: str) -> list[str]:
@@ -47,8 +45,7 @@ class FlipbookAnimateXLoader:
     def INPUT_TYPES(cls):
         return {"required": {
             "unet_name": (_choices(RELEASED_CHECKPOINT), {"tooltip": "Checkpoint in ComfyUI/models/animatex."}),
-            "weight_dtype": (["auto", "fp16", "bf16", "fp32"], {"default": "auto",
-                                                                "tooltip": "auto: fp16 on a GPU, fp32 on the CPU."}),
+            "dtype": W.dtype("Weights precision. auto: fp16 on a GPU (as released), fp32 on a CPU."),
             "text_encoder": (FileList(_choices(TEXT_ENCODER) + [NO_TEXT_ENCODER]), {"default": TEXT_ENCODER,
                              "tooltip": "OpenCLIP ViT-H-14 file (models/animatex) whose text tower encodes the empty prompt."}),
             "convert_to_safetensors": ("BOOLEAN", {"default": False,
@@ -57,12 +54,11 @@ class FlipbookAnimateXLoader:
             "clip": ("CLIP", {"tooltip": "SD 2.x text encoder (OpenCLIP ViT-H): used for zero_y instead of the file."}),
         }}
 
-    def load(self, unet_name, weight_dtype, text_encoder, convert_to_safetensors, clip=None):
+    def load(self, unet_name, dtype, text_encoder, convert_to_safetensors, clip=None):
         path = model_path(FOLDER, unet_name)
         if convert_to_safetensors and not path.lower().endswith(".safetensors"):
             path = weights.convert_to_safetensors(path)
-        dev = torch_device()
-        dtype = _DTYPES.get(weight_dtype) or (torch.float16 if dev.type == "cuda" else torch.float32)
+        dtype = resolve_dtype(dtype, torch_device(), half="fp16")
         unet = weights.load_unet(path, dtype=dtype, device=offload_device())
         if clip is not None:
             zero_y = clip.encode_from_tokens(clip.tokenize(""))
@@ -134,10 +130,10 @@ class FlipbookAnimateXSampler:
             "reference": ("IMAGE", {"tooltip": "The character picture (resized to width x height without keeping aspect, as released)."}),
             "pose_images": ("IMAGE", {"tooltip": "Rendered driving skeletons, one per frame (Flipbook Pose Render, Animate-X colours)."}),
             "motion": (MOTION, {"tooltip": "From Flipbook Animate-X Pose Indicator, for the same poses."}),
-            "seed": ("INT", {"default": 13, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "tooltip": "Noise seed (the release uses 13)."}),
+            "seed": W.seed(13, "Noise seed (the release uses 13)."),
             "steps": ("INT", {"default": 30, "min": 1, "max": 1000,
                               "tooltip": "DDIM steps as the release counts them: t = 1 + k * (1000 // steps), 30 -> 31 UNet steps."}),
-            "cfg": ("FLOAT", {"default": 2.5, "min": 0.0, "max": 20.0, "step": 0.1, "tooltip": "Classifier-free guidance scale."}),
+            "guidance": W.guidance(2.5, "Classifier-free guidance scale (the release: 2.5).", max=20.0),
             "eta": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip": "DDIM eta (0: deterministic)."}),
             "noise_offset": ("FLOAT", {"default": 0.1, "min": 0.0, "max": 1.0, "step": 0.01,
                                        "tooltip": "Per-channel offset noise added to the initial noise (0.1 as released)."}),
@@ -156,19 +152,15 @@ class FlipbookAnimateXSampler:
             "reference_mask": ("MASK", {"tooltip": "Load Image's mask (1 = transparent): the reference is put on white."}),
         }}
 
-    def sample(self, model, reference, pose_images, motion, seed, steps, cfg, eta, noise_offset, reference_mode,
+    def sample(self, model, reference, pose_images, motion, seed, steps, guidance, eta, noise_offset, reference_mode,
                width, height, context_frames, context_overlap, batch_cfg=True, vae=None, reference_pose_image=None,
                reference_mask=None):
-        if not isinstance(model, AnimateXModel):
-            fail("model", "an Animate-X model from Flipbook Animate-X Loader", type(model).__name__)
-        if not isinstance(motion, Motion):
-            fail("motion", "motion from Flipbook Animate-X Pose Indicator", type(motion).__name__)
         encode = None if vae is None else (lambda img: vae.encode(img[..., :3]).float().cpu())
         cond, latent_hw = prepare(model, reference, pose_images, motion, width=width, height=height,
                                   reference_mode=reference_mode, encode_latent=encode,
                                   reference_pose_image=reference_pose_image, reference_mask=reference_mask)
         with on_compute_device(model.unet):      # makes room in ComfyUI first; back to offload after, also on cancel
-            lat = animate(model, cond, latent_hw, seed=seed, steps=steps, guidance=cfg, eta=eta,
+            lat = animate(model, cond, latent_hw, seed=seed, steps=steps, guidance=guidance, eta=eta,
                           noise_offset=noise_offset, context_frames=context_frames, context_overlap=context_overlap,
                           batch_cfg=batch_cfg, callback=progress_callback(len(ddim_timesteps(steps)), "Animate-X"))
         return ({"samples": lat.float().cpu()},)

@@ -13,14 +13,12 @@ from ..pipelines.metrics import animation_metrics
 from ..pipelines.preview import draw_preview
 from ._comfy import progress_callback
 from .image import INVERT_TIP, silhouette
+from . import widgets as W
+from .types import ANIMATION, MESH, SKELETON, TRAJECTORY
 
 CAT = "Flipbook/Clipart"
 KEYPOINTS_CAT = "Flipbook/Keypoints"
 
-SKELETON = "FLIPBOOK_SKELETON"
-MESH = "FLIPBOOK_MESH"
-TRAJECTORY = "FLIPBOOK_TRAJECTORY"
-ANIMATION = "FLIPBOOK_ANIMATION"
 
 _EXAMPLE_POINTS = json.dumps([[256, 112], [256, 176], [256, 300], [196, 232], [140, 190], [316, 232],
                               [372, 190], [222, 372], [206, 440], [290, 372], [306, 440]])
@@ -77,8 +75,7 @@ class FlipbookKeypointsFromPose:
             "frame": ("INT", {"default": 0, "min": 0, "max": 100000, "tooltip": "Which frame gives the skeleton."}),
             "merge_face": ("BOOLEAN", {"default": True,
                                        "tooltip": "Average nose, eyes and ears into one head point (AniClipart's rule)."}),
-            "min_confidence": ("FLOAT", {"default": 0.1, "min": 0.0, "max": 1.0, "step": 0.01,
-                                         "tooltip": "Joints below this detection confidence in the first frame are dropped."}),
+            "min_confidence": W.min_confidence(0.1, "Joints below this detection confidence in the first frame are dropped."),
         }, "optional": {
             "image": ("IMAGE", {"tooltip": "Picture to fit the canvas to (default: the detector's canvas size)."}),
         }}
@@ -173,7 +170,7 @@ class FlipbookBezierTrajectory:
     def INPUT_TYPES(cls):
         return {"required": {
             "skeleton": (SKELETON, {"tooltip": "Keypoints (the curves start there)."}),
-            "frames": ("INT", {"default": 24, "min": 1, "max": 1024, "tooltip": "Number of frames (AniClipart: 24)."}),
+            "frames": W.frames(24, "Number of frames (AniClipart: 24)."),
             "preset": (list(bezier.PRESETS), {"default": "wave",
                                               "tooltip": "still: no motion. sway: limbs swing to one side and back. wave: "
                                                          "S-shaped swing, neighbours out of phase. random: seeded random curves."}),
@@ -183,7 +180,7 @@ class FlipbookBezierTrajectory:
                                                "tooltip": "loop: seamless cycle. ping-pong: there and back. once: start to end. "
                                                           "aniclipart: the official schedule (N/(2·cycles) poses, forward+back, repeated)."}),
             "cycles": ("INT", {"default": 1, "min": 1, "max": 64, "tooltip": "Repetitions within the frames (AniClipart: 2)."}),
-            "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "tooltip": "Seed of the random preset."}),
+            "seed": W.seed(0, "Seed of the random preset."),
         }, "optional": {
             "control_json": ("STRING", {"multiline": True, "default": "",
                                         "tooltip": "Override: per keypoint [[x1,y1],[x2,y2],[x3,y3]] in px, or null to keep "

@@ -10,12 +10,11 @@ from ..pipelines.cpab.warp import INTERPOLATIONS, PADDINGS
 from ..pipelines.errors import FlipbookInputError, check_image, check_mask, fail
 from ..pipelines.skeleton import Skeleton
 from ._comfy import progress_callback
+from . import widgets as W
+from .types import CPAB_PARAMS as PARAMS
+from .types import FLOW, SKELETON, TRAJECTORY
 
 CAT = "Flipbook/CPAB"
-SKELETON = "FLIPBOOK_SKELETON"
-TRAJECTORY = "FLIPBOOK_TRAJECTORY"
-PARAMS = "FLIPBOOK_CPAB_PARAMS"
-FLOW = "FLIPBOOK_FLOW"
 
 # --- shared input declarations ----------------------------------------------------------------
 
@@ -219,7 +218,7 @@ class FlipbookCPABFit:
 
 class FlipbookCPABApply:
     DESCRIPTION = ("Applies CPAB parameters to a picture and/or a mask: the full transform (t = 1), part of the way "
-                   "(0 < t < 1), a tween from the identity over n_frames, or the inverse (T with −θ).")
+                   "(0 < t < 1), a tween from the identity over `frames`, or the inverse (T with −θ).")
     CATEGORY = CAT
     FUNCTION = "apply"
     RETURN_TYPES = ("IMAGE", "MASK", FLOW)
@@ -233,8 +232,7 @@ class FlipbookCPABApply:
             "params": (PARAMS, {"tooltip": "From CPAB Fit, CPAB Keypoint Warp or CPAB Random Deform."}),
             "t": ("FLOAT", {"default": 1.0, "min": -4.0, "max": 4.0, "step": 0.01,
                             "tooltip": "How far along the path: 1 = the fitted transform, 0 = identity, 0.5 = halfway."}),
-            "n_frames": ("INT", {"default": 0, "min": 0, "max": 1024,
-                                 "tooltip": "0: one frame per θ. Above 1: a tween 0→t of the last θ over this many frames."}),
+            "frames": W.frames(0, "0: one frame per θ. Above 1: a tween 0→t of the last θ over this many frames.", min=0),
             "inverse": ("BOOLEAN", {"default": False, "tooltip": "Apply the inverse transform (T with −θ)."}),
             **RENDER_INPUTS,
         }, "optional": {
@@ -242,13 +240,11 @@ class FlipbookCPABApply:
             **MASK_IN,
         }}
 
-    def apply(self, params, t, n_frames, inverse, flow_resolution, steps, interpolation, padding, image=None, mask=None):
-        if not isinstance(params, cpab.CPABParams):
-            fail("params", "FLIPBOOK_CPAB_PARAMS", type(params).__name__)
+    def apply(self, params, t, frames, inverse, flow_resolution, steps, interpolation, padding, image=None, mask=None):
         if image is None and mask is None:
             raise FlipbookInputError("image / mask: connect a picture or a mask to warp, got neither")
         p = params.inverse() if inverse else params
-        p = p.tween(n_frames).at(t) if n_frames > 1 else p.at(t)
+        p = p.tween(frames).at(t) if frames > 1 else p.at(t)
         img = None
         if image is not None:
             img = check_image("image", image)
@@ -277,7 +273,7 @@ class FlipbookCPABRandomDeform:
     def INPUT_TYPES(cls):
         return {"required": {
             **FRAMES_IN,
-            "n_frames": ("INT", {"default": 16, "min": 1, "max": 1024, "tooltip": "Number of frames."}),
+            "frames": W.frames(16, "Number of frames."),
             "mode": (["wiggle", "tween", "independent"], {"default": "wiggle",
                                                           "tooltip": "wiggle: seamless loop. tween: identity → one random "
                                                                      "deformation. independent: a new draw per frame."}),
@@ -287,14 +283,14 @@ class FlipbookCPABRandomDeform:
                                        "tooltip": "Correlation length of the velocity field (fraction of the picture); "
                                                   "larger = smoother, more global motion."}),
             **TESS_INPUTS, **RENDER_INPUTS,
-            "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "tooltip": "Random seed."}),
+            "seed": W.seed(0, "Random seed."),
         }, "optional": {**MASK_IN}}
 
-    def deform(self, image, n_frames, mode, strength, length_scale, cells, zero_boundary, volume_preserving,
+    def deform(self, image, frames, mode, strength, length_scale, cells, zero_boundary, volume_preserving,
                flow_resolution, steps, interpolation, padding, seed, mask=None):
         img = _first_frame(image)
         size = (img.shape[2], img.shape[3])
-        params = cpab.random_params(cpab.default_cells(cells, size), n_frames, strength=strength,
+        params = cpab.random_params(cpab.default_cells(cells, size), frames, strength=strength,
                                     length_scale=length_scale, zero_boundary=zero_boundary,
                                     volume_preserving=volume_preserving, mode=mode, seed=seed, canvas=size)
         m = None if mask is None else _mask_frame(mask, size)

@@ -12,9 +12,10 @@ from ..pipelines.errors import fail
 from ..pipelines.io import load_frames
 from ._comfy import (FileList, free_memory, input_image_path, list_models, model_path, progress_callback,
                      register_model_folder, torch_device)
+from . import widgets as W
+from .types import CPABMM_MODEL as MODEL
 
 CAT = "Flipbook/CPAB"
-MODEL = "FLIPBOOK_CPABMM_MODEL"
 FOLDER = "cpabmm"
 EXTENSIONS = {".safetensors", ".pth", ".tar", ".pt", ".ckpt"}
 
@@ -79,8 +80,6 @@ class FlipbookCPABMMAnimate:
         }}
 
     def animate(self, model, source, driving, mode, max_iter, use_bg, batch):
-        if not isinstance(model, cpabmm.CPABMM):
-            fail("model", "a FLIPBOOK_CPABMM_MODEL from Flipbook CPABMM Loader", type(model).__name__)
         cb = progress_callback(int(driving.shape[0]) if isinstance(driving, torch.Tensor) else 1, "CPABMM")
         out = cpabmm.animate(model, source[:1].clone() if isinstance(source, torch.Tensor) else source,
                              driving.clone() if isinstance(driving, torch.Tensor) else driving,
@@ -127,8 +126,8 @@ class FlipbookLoadFrames:
         return {"required": {
             "file": ("STRING", {"default": "cpabmm_driving.webp",
                                 "tooltip": "File name inside ComfyUI's input folder."}),
-            "max_frames": ("INT", {"default": 0, "min": 0, "max": 10000, "tooltip": "0 = all frames."}),
-            "every_nth": ("INT", {"default": 1, "min": 1, "max": 100, "tooltip": "Keep every n-th frame."}),
+            "max_frames": W.max_frames("At most this many frames (0: all)."),
+            "every_nth": W.every_nth("Keep every n-th frame."),
         }}
 
     def load(self, file, max_frames, every_nth):

@@ -1,14 +1,15 @@
 """Shared diffusion nodes: text-to-video backbones, text encoding, DDIM inversion, video decoding.
 
 Types: FLIPBOOK_T2V (unet + vae + text encoder + tokenizer + scheduler config), FLIPBOOK_EMBEDS
-(prompt embeddings (1, 77, D)), FLIPBOOK_TRAJECTORY (the inversion's latents Z_0..Z_T). Video
+(prompt embeddings (1, 77, D)), FLIPBOOK_INVERSION (the inversion's latents Z_0..Z_T). Video
 latents travel as ComfyUI LATENT {"samples": (batch, channels, frames, h, w)}.
 """
 from __future__ import annotations
 
 import os
 
-from ..pipelines.diffusion.backbone import load_t2v, resolve_dtype, tiny_t2v
+from ..pipelines.devices import resolve_dtype
+from ..pipelines.diffusion.backbone import load_t2v, tiny_t2v
 from ..pipelines.diffusion.inversion import REDUCTIONS, invert_frames
 from ..pipelines.diffusion.text import encode_text
 from ..pipelines.diffusion.vae import POSTERIORS, VAE_RANGES, decode_latents
@@ -16,6 +17,9 @@ from ..pipelines.errors import fail
 from ..pipelines.flipsketch import FLIPSKETCH_MODEL
 from ._comfy import (FileList, check_interrupted, grad_enabled, intermediate_device, list_models, model_path, offload_device,
                      on_compute_device, progress_callback, torch_device)
+
+from . import widgets as W
+from .types import EMBEDS, INVERSION, T2V
 
 CATEGORY = "Flipbook/Diffusion"
 
@@ -64,7 +68,7 @@ class FlipbookT2VLoader:
                    "or ModelScope text-to-video-ms-1.7b. Offline; FlipSketch's lora/*.pt pickles are not read.")
     CATEGORY = CATEGORY
     FUNCTION = "load"
-    RETURN_TYPES = ("FLIPBOOK_T2V",)
+    RETURN_TYPES = (T2V,)
     RETURN_NAMES = ("model",)
     OUTPUT_TOOLTIPS = ("The text-to-video backbone (UNet3D, VAE, CLIP text encoder, tokenizer, DDIM config); "
                        "kept on the offload device, moved to the GPU only while a Flipbook node runs it.",)
@@ -74,8 +78,8 @@ class FlipbookT2VLoader:
         return {"required": {
             "model_dir": (t2v_folders(), {"tooltip": "A diffusers folder under models/diffusers, e.g. the "
                                           "Hugging Face repo Hmrishav/t2v_sketch-lora cloned there (its checkpoint-2500)."}),
-            "dtype": (["auto", "bf16", "fp16", "fp32"], {"default": "auto", "tooltip":
-                      "Weights precision. auto: bf16 (or fp16) on a GPU, fp32 on a CPU. FlipSketch ran in bf16."}),
+            "dtype": W.dtype("Weights precision. auto: bf16 (or fp16 where bf16 is unsupported) on a GPU, fp32 on "
+                             "a CPU. FlipSketch ran in bf16."),
         }}
 
     def load(self, model_dir, dtype):
@@ -89,14 +93,14 @@ class FlipbookTinyT2V:
                    "workflow runs on a CPU in seconds. Produces noise-like pictures, not animations.")
     CATEGORY = CATEGORY
     FUNCTION = "build"
-    RETURN_TYPES = ("FLIPBOOK_T2V",)
+    RETURN_TYPES = (T2V,)
     RETURN_NAMES = ("model",)
     OUTPUT_TOOLTIPS = ("A random tiny backbone with the same interface as a loaded one.",)
 
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1, "tooltip": "Seed of the random weights."}),
+            "seed": W.seed(0, "Seed of the random weights."),
             "vae_downscale": (["32", "8", "2"], {"default": "32", "tooltip":
                               "Pixels per latent cell. 32 keeps 256-pixel workflows fast; 8 matches ModelScope's grid."}),
         }}
@@ -110,14 +114,14 @@ class FlipbookTextEncode:
     DESCRIPTION = "Encodes a prompt with the backbone's CLIP text encoder (77 tokens)."
     CATEGORY = CATEGORY
     FUNCTION = "encode"
-    RETURN_TYPES = ("FLIPBOOK_EMBEDS",)
+    RETURN_TYPES = (EMBEDS,)
     RETURN_NAMES = ("embeds",)
     OUTPUT_TOOLTIPS = ("Prompt embeddings (1, 77, D) for Flipbook samplers and the DDIM inverter.",)
 
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "model": ("FLIPBOOK_T2V", {"tooltip": "The backbone whose text encoder to use."}),
+            "model": (T2V, {"tooltip": "The backbone whose text encoder to use."}),
             "text": ("STRING", {"default": "", "multiline": True, "tooltip":
                      "The prompt, e.g. 'a cat is walking'. Empty = the null prompt."}),
         }}
@@ -133,7 +137,7 @@ class FlipbookDDIMInvert:
                    "guidance 1, repeat 5, mean_frames, vae_range 0_1, posterior sample, size 256.")
     CATEGORY = CATEGORY
     FUNCTION = "invert"
-    RETURN_TYPES = ("LATENT", "FLIPBOOK_TRAJECTORY")
+    RETURN_TYPES = ("LATENT", INVERSION)
     RETURN_NAMES = ("noise", "trajectory")
     OUTPUT_TOOLTIPS = ("The inverted noise Z_T as a video LATENT (1, C, frames, h, w).",
                        "All latents Z_0..Z_T with their timesteps, for methods that follow the trajectory.")
@@ -141,12 +145,11 @@ class FlipbookDDIMInvert:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "model": ("FLIPBOOK_T2V", {"tooltip": "The text-to-video backbone."}),
+            "model": (T2V, {"tooltip": "The text-to-video backbone."}),
             "image": ("IMAGE", {"tooltip": "The picture (or frames) to invert."}),
-            "steps": ("INT", {"default": 25, "min": 1, "max": 1000, "tooltip": "DDIM steps (FlipSketch 25)."}),
-            "guidance": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 30.0, "step": 0.1, "tooltip":
-                         "Classifier-free guidance of the inversion. 1 = unguided, one UNet pass per step "
-                         "(FlipSketch's two branches are both the empty prompt, so this is its result)."}),
+            "steps": W.steps(25, "DDIM steps (FlipSketch 25)."),
+            "guidance": W.guidance(1.0, "Classifier-free guidance of the inversion. 1 = unguided, one UNet pass "
+                                   "per step (FlipSketch's two branches are both the empty prompt, so this is its result)."),
             "repeat_frames": ("INT", {"default": 1, "min": 1, "max": 64, "tooltip":
                               "Repeat every frame this often before inverting (FlipSketch: the sketch as a 5-frame clip)."}),
             "reduce": (list(REDUCTIONS), {"default": "none", "tooltip":
@@ -157,10 +160,10 @@ class FlipbookDDIMInvert:
                           "VAE latent: the posterior mean, or a sample drawn with the seed (FlipSketch)."}),
             "size": ("INT", {"default": 0, "min": 0, "max": 2048, "step": 8, "tooltip":
                      "Resize to size x size first (LANCZOS); 0 keeps the picture's size. FlipSketch: 256."}),
-            "seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1, "tooltip": "Seed of the posterior sample."}),
+            "seed": W.seed(0, "Seed of the posterior sample."),
         }, "optional": {
-            "prompt": ("FLIPBOOK_EMBEDS", {"tooltip": "Prompt of the inversion; default the empty prompt (FlipSketch)."}),
-            "negative": ("FLIPBOOK_EMBEDS", {"tooltip": "Unconditional prompt when guidance != 1; default empty."}),
+            "prompt": (EMBEDS, {"tooltip": "Prompt of the inversion; default the empty prompt (FlipSketch)."}),
+            "negative": (EMBEDS, {"tooltip": "Unconditional prompt when guidance != 1; default empty."}),
         }}
 
     def invert(self, model, image, steps, guidance, repeat_frames, reduce, vae_range, posterior, size, seed,
@@ -184,14 +187,12 @@ class FlipbookVideoDecode:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "model": ("FLIPBOOK_T2V", {"tooltip": "The backbone whose VAE decodes."}),
+            "model": (T2V, {"tooltip": "The backbone whose VAE decodes."}),
             "latent": ("LATENT", {"tooltip": "Video latents from a Flipbook sampler or the inverter."}),
             "chunk": ("INT", {"default": 8, "min": 1, "max": 256, "tooltip": "Frames per VAE call (memory)."}),
         }}
 
     def decode(self, model, latent, chunk):
-        if not isinstance(latent, dict) or "samples" not in latent:
-            fail("latent", "a LATENT {'samples': tensor}", type(latent).__name__)
         with on_device(model, "vae"):
             return (decode_latents(model, latent["samples"], chunk=chunk),)
 

@@ -5,10 +5,11 @@ A sketch animation: Flipbook DDIM Invert (the sketch -> x_T^r) -> Flipbook FlipS
 """
 from __future__ import annotations
 
-from ..pipelines.errors import fail
 from ..pipelines.flipsketch import COPIES, REFERENCES, FlipSketchAttention, FrameAlign, binarise_sketch, flipsketch_sample
 from ._comfy import check_interrupted, progress_callback
 from .diffusion import on_device, to_intermediate
+from . import widgets as W
+from .types import ATTN_PATCH, EMBEDS, FRAME_ALIGN, T2V
 
 CATEGORY = "Flipbook/FlipSketch"
 _FS = FlipSketchAttention()
@@ -21,7 +22,7 @@ class FlipbookFlipSketchAttention:
                    "attends to the reference's frame-0 key, up-weighted by lambda. Installed by module name.")
     CATEGORY = CATEGORY
     FUNCTION = "make"
-    RETURN_TYPES = ("FLIPBOOK_ATTN_PATCH",)
+    RETURN_TYPES = (ATTN_PATCH,)
     RETURN_NAMES = ("attention",)
     OUTPUT_TOOLTIPS = ("The composition settings for the FlipSketch sampler.",)
 
@@ -53,7 +54,7 @@ class FlipbookFlipSketchAlign:
                    "The sampler aligns by default; wire this node in to change the settings or switch it off.")
     CATEGORY = CATEGORY
     FUNCTION = "make"
-    RETURN_TYPES = ("FLIPBOOK_FRAME_ALIGN",)
+    RETURN_TYPES = (FRAME_ALIGN,)
     RETURN_NAMES = ("align",)
     OUTPUT_TOOLTIPS = ("Frame-alignment settings for the FlipSketch sampler.",)
 
@@ -63,7 +64,7 @@ class FlipbookFlipSketchAlign:
             "enabled": ("BOOLEAN", {"default": _FA.enabled, "tooltip":
                         "On as in the paper. The official app ships it off (much cheaper, slightly less faithful)."}),
             "tau1": ("INT", {"default": _FA.tau1, "min": 0, "max": 1000, "tooltip": "Align at step indices 0..tau1-1."}),
-            "iters": ("INT", {"default": _FA.iters, "min": 0, "max": 200, "tooltip": "Adam iterations per step."}),
+            "iterations": W.iterations(_FA.iters, "Adam iterations per step.", max=200),
             "lr": ("FLOAT", {"default": _FA.lr, "min": 0.0, "max": 1.0, "step": 0.0001, "tooltip": "Adam learning rate."}),
             "official_quirks": ("BOOLEAN", {"default": _FA.official_quirks, "tooltip":
                                 "Return the noise before the last Adam update, as the official code does."}),
@@ -71,8 +72,8 @@ class FlipbookFlipSketchAlign:
                       "Samples per backward pass: activation memory grows with it; the result does not change."}),
         }}
 
-    def make(self, enabled, tau1, iters, lr, official_quirks, chunk):
-        return (FrameAlign(enabled=enabled, tau1=tau1, iters=iters, lr=lr, official_quirks=official_quirks,
+    def make(self, enabled, tau1, iterations, lr, official_quirks, chunk):
+        return (FrameAlign(enabled=enabled, tau1=tau1, iters=iterations, lr=lr, official_quirks=official_quirks,
                            chunk=chunk),)
 
 
@@ -89,31 +90,27 @@ class FlipbookFlipSketchSampler:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "model": ("FLIPBOOK_T2V", {"tooltip": "FlipSketch's checkpoint (or any ModelScope-style T2V backbone)."}),
-            "positive": ("FLIPBOOK_EMBEDS", {"tooltip": "The motion prompt, e.g. 'a cat is walking'."}),
+            "model": (T2V, {"tooltip": "FlipSketch's checkpoint (or any ModelScope-style T2V backbone)."}),
+            "positive": (EMBEDS, {"tooltip": "The motion prompt, e.g. 'a cat is walking'."}),
             "reference": ("LATENT", {"tooltip": "The sketch's inverted noise x_T^r from Flipbook DDIM Invert."}),
-            "attention": ("FLIPBOOK_ATTN_PATCH", {"tooltip": "Flipbook FlipSketch Attention settings."}),
-            "frames": ("INT", {"default": 10, "min": 2, "max": 64, "tooltip": "Frames per animation (app: 10)."}),
-            "steps": ("INT", {"default": 25, "min": 1, "max": 1000, "tooltip": "DDIM steps (app: 25)."}),
+            "attention": (ATTN_PATCH, {"tooltip": "Flipbook FlipSketch Attention settings."}),
+            "frames": W.frames(10, "Frames per animation (app: 10).", min=2, max=64),
+            "steps": W.steps(25, "DDIM steps (app: 25)."),
             "guidance": ("FLOAT", {"default": 9.0, "min": 0.0, "max": 30.0, "step": 0.1, "tooltip":
                          "Classifier-free guidance (app: 9)."}),
             "seeds": ("INT", {"default": 1, "min": 1, "max": 64, "tooltip": "Animations to make (app: 3)."}),
-            "seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1, "tooltip": "Seed of the first animation."}),
+            "seed": W.seed(0, "Seed of the first animation (animation s uses seed + s)."),
             "seed_chunk": ("INT", {"default": 0, "min": 0, "max": 64, "tooltip":
                            "Animations per UNet call (memory); 0 = all at once. The result does not change."}),
             "frame_align": ("BOOLEAN", {"default": True, "tooltip":
                             "Iterative frame alignment (paper: on; official app: off). Settings: the align input."}),
         }, "optional": {
-            "negative": ("FLIPBOOK_EMBEDS", {"tooltip": "Negative prompt; default the empty prompt (app)."}),
-            "align": ("FLIPBOOK_FRAME_ALIGN", {"tooltip": "Frame-alignment settings (default tau1 10, 10 iters, lr 1e-3)."}),
+            "negative": (EMBEDS, {"tooltip": "Negative prompt; default the empty prompt (app)."}),
+            "align": (FRAME_ALIGN, {"tooltip": "Frame-alignment settings (default tau1 10, 10 iterations, lr 1e-3)."}),
         }}
 
     def sample(self, model, positive, reference, attention, frames, steps, guidance, seeds, seed, seed_chunk,
                frame_align, negative=None, align=None):
-        if not isinstance(reference, dict) or "samples" not in reference:
-            fail("reference", "a LATENT from Flipbook DDIM Invert", type(reference).__name__)
-        if not isinstance(attention, FlipSketchAttention):
-            fail("attention", "a FLIPBOOK_ATTN_PATCH from Flipbook FlipSketch Attention", type(attention).__name__)
         opts = (align or _FA) if frame_align else None
         with on_device(model, "unet", "text_encoder"):
             lat = flipsketch_sample(model, positive, reference["samples"], negative=negative, attention=attention,

@@ -20,6 +20,8 @@ import copy
 import logging
 from dataclasses import dataclass, field
 
+from . import types
+
 _log = logging.getLogger("comfyui_flipbook")
 
 
@@ -92,7 +94,19 @@ def _hashable(v) -> bool:
 
 
 # Every migration of the pack, oldest first. Add one with each breaking change (and a CHANGELOG line).
-MIGRATIONS: list[Migration] = []
+MIGRATIONS: list[Migration] = [
+    # 0.2.0: one vocabulary (nodes/widgets.py) and one type name per kind of value (nodes/types.py)
+    Migration("FlipbookCPABApply", "0.2.0", rename={"n_frames": "frames"}),
+    Migration("FlipbookCPABRandomDeform", "0.2.0", rename={"n_frames": "frames"}),
+    Migration("FlipbookAnimateXSampler", "0.2.0", rename={"cfg": "guidance"}),
+    Migration("FlipbookAnimateXLoader", "0.2.0", rename={"weight_dtype": "dtype"}),
+    Migration("FlipbookFlipSketchAlign", "0.2.0", rename={"iters": "iterations"}),
+    Migration("FlipbookPoseFromKeypoints", "0.2.0", rename={"threshold": "min_confidence"}),
+    Migration("FlipbookLoadPoseKeypoints", "0.2.0", rename={"threshold": "min_confidence", "frame_interval": "every_nth"}),
+    Migration("FlipbookDDIMInvert", "0.2.0", outputs={1: types.INVERSION},
+              note="the inversion's latents had the Bezier trajectory's type name; links of it into "
+                   "trajectory inputs never ran and are dropped"),
+]
 
 
 def renames() -> dict[str, dict[str, str]]:

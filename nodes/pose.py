@@ -6,9 +6,10 @@ import json
 from ..pipelines import pose as P
 from ..pipelines.errors import fail
 from ._comfy import FileList, input_image_path, list_input_files
+from . import widgets as W
+from .types import POSES
 
 CAT = "Flipbook/Pose"
-POSES = "FLIPBOOK_POSES"
 DROP_CHOICES = list(P.DROP_PARTS)
 
 
@@ -26,12 +27,11 @@ class FlipbookPoseFromKeypoints:
         return {"required": {
             "pose_keypoint": ("POSE_KEYPOINT", {"tooltip": "OpenPose JSON frames from a DWPose/OpenPose estimator."}),
             "person": ("INT", {"default": 0, "min": 0, "max": 64, "tooltip": "Which detected person (Animate-X keeps person 0)."}),
-            "threshold": ("FLOAT", {"default": 0.3, "min": 0.0, "max": 1.0, "step": 0.01,
-                                    "tooltip": "Points below this confidence count as missing (Animate-X uses 0.3)."}),
+            "min_confidence": W.min_confidence(0.3, "Points below this confidence count as missing (Animate-X uses 0.3)."),
         }}
 
-    def convert(self, pose_keypoint, person, threshold):
-        return (P.poses_from_openpose(pose_keypoint, person=person, threshold=threshold),)
+    def convert(self, pose_keypoint, person, min_confidence):
+        return (P.poses_from_openpose(pose_keypoint, person=person, threshold=min_confidence),)
 
 
 class FlipbookLoadPoseKeypoints:
@@ -50,12 +50,10 @@ class FlipbookLoadPoseKeypoints:
         return {"required": {
             "file": (files, {"default": default, "tooltip": "An OpenPose JSON file in ComfyUI's input folder."}),
             "person": ("INT", {"default": 0, "min": 0, "max": 64, "tooltip": "Which person of each frame."}),
-            "threshold": ("FLOAT", {"default": 0.3, "min": 0.0, "max": 1.0, "step": 0.01,
-                                    "tooltip": "Points below this confidence count as missing."}),
+            "min_confidence": W.min_confidence(0.3, "Points below this confidence count as missing (Animate-X: 0.3)."),
             "start_frame": ("INT", {"default": 0, "min": 0, "max": 100000, "tooltip": "First frame to use."}),
-            "frame_interval": ("INT", {"default": 1, "min": 1, "max": 64,
-                                       "tooltip": "Use every n-th frame (Animate-X uses 2 for 30 fps videos)."}),
-            "max_frames": ("INT", {"default": 0, "min": 0, "max": 100000, "tooltip": "At most this many frames (0: all)."}),
+            "every_nth": W.every_nth("Use every n-th frame (Animate-X uses 2 for 30 fps videos)."),
+            "max_frames": W.max_frames("At most this many frames (0: all)."),
         }}
 
     @classmethod
@@ -66,7 +64,7 @@ class FlipbookLoadPoseKeypoints:
         except Exception:
             return file
 
-    def load(self, file, person, threshold, start_frame, frame_interval, max_frames):
+    def load(self, file, person, min_confidence, start_frame, every_nth, max_frames):
         with open(input_image_path(file), encoding="utf-8") as fh:
             try:
                 frames = json.load(fh)
@@ -74,12 +72,12 @@ class FlipbookLoadPoseKeypoints:
                 fail("file", "an OpenPose JSON file", f"{file} ({exc})")
         if isinstance(frames, dict):
             frames = [frames]
-        frames = frames[start_frame::frame_interval]
+        frames = frames[start_frame::every_nth]
         if max_frames:
             frames = frames[:max_frames]
         if not frames:
             fail("start_frame", "a first frame inside the file", f"{start_frame}")
-        return (P.poses_from_openpose(frames, person=person, threshold=threshold), frames)
+        return (P.poses_from_openpose(frames, person=person, threshold=min_confidence), frames)
 
 
 class FlipbookPoseRetarget:
@@ -111,7 +109,7 @@ class FlipbookPoseRetarget:
             "offset_x": ("FLOAT", {"default": 0.0, "min": -4096.0, "max": 4096.0, "step": 1.0, "tooltip": "Shift right, in pixels."}),
             "offset_y": ("FLOAT", {"default": 0.0, "min": -4096.0, "max": 4096.0, "step": 1.0, "tooltip": "Shift down, in pixels."}),
             "randomize": ("BOOLEAN", {"default": False, "tooltip": "Multiply the scales by a random EPI-style rescale (and maybe drop a part)."}),
-            "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "tooltip": "Seed of the random rescale."}),
+            "seed": W.seed(0, "Seed of the random rescale."),
             "probability": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01,
                                       "tooltip": "Chance that the random rescale applies (the paper's lambda; 1.0 was best on A2Bench)."}),
             "strength": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 0.9, "step": 0.01,

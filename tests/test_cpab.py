@@ -253,14 +253,11 @@ def test_keypoint_warp_node_tween_and_trajectory(inference):
     assert flow[0].abs().max() < 1e-4 and flow[-1].abs().max() > 5
     assert (mask > 0.999).all()                                  # zero boundary: nothing leaves the picture
 
-    class Traj:                                                  # FLIPBOOK_TRAJECTORY duck type
-        skeleton = _skeleton(src)
+    from comfyui_flipbook.pipelines.bezier import Trajectory
 
-        def frames(self):
-            t = torch.linspace(0, 1, 4).view(-1, 1, 1)
-            return src + (dst - src) * t
-
-    frames, _, flow, params = node.run(image, _skeleton(src), trajectory=Traj(), **args)
+    t = torch.linspace(0, 1, 4).view(-1, 1, 1)
+    traj = Trajectory(_skeleton(src), 4, tracks=src + (dst - src) * t)
+    frames, _, flow, params = node.run(image, _skeleton(src), trajectory=traj, **args)
     assert frames.shape[0] == 4 and params.num_frames == 4
     apply = cpab_nodes.FlipbookCPABApply()
     again, _, flow2 = apply.apply(params, 1.0, 0, False, 64, 30, "bilinear", "border", image=image)

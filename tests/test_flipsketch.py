@@ -359,7 +359,7 @@ def test_shipped_workflow_runs_on_tiny_models(tmp_path, monkeypatch, inference):
     make_test_models(str(tmp_path / "models"))
     with open(os.path.join(ROOT, "workflows", "api", "flipsketch.json")) as f:
         wf = json.load(f)
-    short = {"4": {"steps": 3}, "5": {"tau2": 1}, "6": {"tau1": 1, "iters": 2}, "7": {"frames": 3, "steps": 3}}
+    short = {"4": {"steps": 3}, "5": {"tau2": 1}, "6": {"tau1": 1, "iterations": 2}, "7": {"frames": 3, "steps": 3}}
     results, saved = _run_api_workflow(wf, short, str(tmp_path))
     assert results["4"][0]["samples"].shape == (1, 4, 1, 8, 8)      # 256-pixel sketch, x32 tiny VAE
     frames = results["9"][0]

@@ -120,6 +120,9 @@ def run_api(prompt: dict) -> tuple[dict, dict]:
                 out = getattr(cls(), cls.FUNCTION)(**inputs)
                 if isinstance(out, dict):
                     out = out.get("result", ())
+                from comfyui_flipbook.nodes.types import check_value
+                for i, (typ, value) in enumerate(zip(cls.RETURN_TYPES, out)):   # values match their declared types
+                    check_value(f"{ct} output {i}", typ, value)
             else:
                 out = core_node(ct, inputs, saved, nid)
         outputs[nid] = tuple(out)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..devices import resolve_dtype
 from ..errors import FlipbookInputError
 
 # spec §3.1: the configs of the tiny random backbone (one builder for the whole pack).
@@ -33,7 +34,6 @@ def param_device(module: torch.nn.Module) -> torch.device:
     return next(module.parameters()).device
 
 
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 
 
@@ -60,16 +60,6 @@ class T2VBackbone:
     def latent_scale(self) -> int:
         """Pixels per latent cell: 2 ** (number of VAE down blocks - 1) (8 for ModelScope)."""
         return 2 ** (len(self.vae.config.block_out_channels) - 1)
-
-
-def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    if name == "auto":
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.float32
-    if name not in DTYPES:
-        raise FlipbookInputError(f"dtype: expected one of auto/{'/'.join(DTYPES)}, got {name!r}")
-    return DTYPES[name]
 
 
 def _prepare(parts: dict, dtype: torch.dtype, device) -> dict:
