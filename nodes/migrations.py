@@ -181,8 +181,21 @@ def migrate_ui_workflow(workflow: dict, widget_names, migrations: list[Migration
     return out
 
 
+def frontend_table(migrations: list[Migration] | None = None) -> dict:
+    """What web/js/migrations.js applies to a UI workflow before it is configured: socket renames and
+    output retypes per node type (widget values are positional, so renames need nothing else)."""
+    migrations = MIGRATIONS if migrations is None else migrations
+    out: dict = {}
+    for m in migrations:
+        entry = out.setdefault(m.node, {"rename": {}, "outputs": {}})
+        entry["rename"].update(m.rename)
+        entry["outputs"].update({str(k): str(v) for k, v in m.outputs.items()})
+    return out
+
+
 def install_prompt_handler() -> bool:
-    """Inside ComfyUI: rewrite every queued prompt with :func:`migrate_api_prompt` before validation."""
+    """Inside ComfyUI: rewrite every queued prompt with :func:`migrate_api_prompt` before validation,
+    and serve :func:`frontend_table` at ``/flipbook/migrations`` for web/js/migrations.js."""
     try:
         from server import PromptServer
     except Exception:       # plain Python, tests
@@ -200,4 +213,12 @@ def install_prompt_handler() -> bool:
         return json_data
 
     server.add_on_prompt_handler(handler)
+    try:
+        from aiohttp import web
+
+        @server.routes.get("/flipbook/migrations")
+        async def migrations_table(request):
+            return web.json_response(frontend_table())
+    except Exception:        # an older server without routes: the prompt handler still works
+        _log.exception("ComfyUI-Flipbook: could not add the /flipbook/migrations route")
     return True

@@ -141,3 +141,14 @@ def test_previous_release_workflows_still_load(release, specs):
 def test_snapshot_file_is_the_one_the_script_writes():
     assert SNAPSHOT.is_file(), "run python scripts/node_interface.py"
     assert json.loads(SNAPSHOT.read_text()), "empty snapshot"
+
+
+def test_frontend_twin_handles_what_the_migrations_use():
+    """web/js/migrations.js applies renames and output retypes; value maps, clamps, defaults and drops
+    are applied to API prompts only. A migration that needs them in the UI must extend the JS first."""
+    for m in M.MIGRATIONS:
+        assert not (m.values or m.clamp or m.drop), f"{m.node}: extend web/js/migrations.js for values/clamp/drop"
+    table = M.frontend_table()
+    assert table["FlipbookAnimateXSampler"]["rename"] == {"cfg": "guidance"}
+    assert table["FlipbookDDIMInvert"]["outputs"] == {"1": "FLIPBOOK_INVERSION"}
+    json.dumps(table)
