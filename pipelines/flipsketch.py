@@ -23,7 +23,7 @@ import torch
 
 from .diffusion.attention import ReferenceStore, finish, patched, project_qkv, scores
 from .diffusion.ddim import ddim_step, guide, make_scheduler
-from .diffusion.optimise import adam_minimise
+from .optimise import adam_minimise
 from .diffusion.text import null_embeds
 from .diffusion.vae import check_video_latent
 from .errors import check_image, check_range, fail

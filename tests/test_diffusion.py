@@ -217,7 +217,7 @@ def test_nodes_under_inference_mode(tmp_path, monkeypatch, inference):
 
 
 def test_adam_minimise_inside_inference_mode(inference):
-    from comfyui_flipbook.pipelines.diffusion.optimise import adam_minimise
+    from comfyui_flipbook.pipelines.optimise import adam_minimise
 
     x0 = torch.zeros(3, 2)                                   # an inference tensor, like node inputs
     x, losses = adam_minimise(x0, lambda x: ((x - 3) ** 2).mean(1), iters=200, lr=0.1)

@@ -7,7 +7,7 @@ from typing import Callable
 
 import torch
 
-from ..progress import Check, poll
+from .progress import Check, poll
 
 
 def adam_minimise(x0: torch.Tensor, loss_fn: Callable[[torch.Tensor], torch.Tensor], *, iters: int, lr: float,
