@@ -12,6 +12,7 @@ import math
 import numpy as np
 import torch
 
+from .coords import unit_to_pixel
 from .errors import FlipbookInputError, check_mask, check_points, fail
 from .skeleton import Skeleton
 
@@ -83,7 +84,7 @@ def skeleton_from_json(points_json, edges_json="", canvas: tuple[int, int] = (51
     pts = check_points("points_json", pts, min_count=2)
     h, w = canvas
     if normalized:
-        pts = pts * torch.tensor([w - 1, h - 1], dtype=torch.float32)
+        pts = unit_to_pixel(pts, canvas)
     check_points("points_json", pts, size=canvas)
     if edges is None or len(edges) == 0:
         edges_t = minimum_spanning_edges(pts)

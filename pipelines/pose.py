@@ -24,6 +24,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
+from .coords import fraction_to_pixel, pixel_to_fraction
 from .errors import check_finite, fail
 from .skeleton import Skeleton
 
@@ -99,8 +100,7 @@ class PoseSequence:
 
     def normalized_body(self) -> torch.Tensor:
         """(F, 2, 18): x's then y's in 0..1, -1 where missing: the IPI's keypoint input (spec §1.2)."""
-        h, w = self.canvas
-        xy = self.points[:, :BODY] / torch.tensor([w, h], dtype=torch.float32)
+        xy = pixel_to_fraction(self.points[:, :BODY], self.canvas)
         xy = torch.where(self.present[:, :BODY, None], xy, torch.full_like(xy, -1.0))
         return xy.transpose(1, 2).contiguous()
 
@@ -185,11 +185,11 @@ def poses_from_openpose(data, *, person: int = 0, threshold: float = 0.3) -> Pos
         fail("pose_keypoint", "finite coordinates", "NaN/inf values")
     conf = pts[..., 2]
     conf = np.where((conf >= threshold) & (conf > 0), conf, 0.0)
-    xy = pts[..., :2]
+    xy = torch.from_numpy(pts[..., :2])
     valid = conf > 0
-    if valid.any() and np.abs(xy[valid]).max() <= 1.0 + 1e-6:
-        xy = xy * np.array([w, h])
-    return PoseSequence(torch.tensor(xy, dtype=torch.float32), torch.tensor(conf, dtype=torch.float32), (h, w))
+    if valid.any() and np.abs(pts[..., :2][valid]).max() <= 1.0 + 1e-6:     # OpenPose's normalised output
+        xy = fraction_to_pixel(xy, (h, w))
+    return PoseSequence(xy.float(), torch.tensor(conf, dtype=torch.float32), (h, w))
 
 
 def poses_to_openpose(seq: PoseSequence) -> list[dict]:

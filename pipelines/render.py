@@ -22,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .coords import pixel_to_ndc, rescale_pixels
 from .errors import check_finite, describe, fail
 from .mesh import Mesh
 
@@ -156,9 +157,7 @@ def _padded_texture(mesh: Mesh, dtype: torch.dtype) -> torch.Tensor:
 def _sample_bilinear(texture: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
     """Premultiplied RGBA [N,4] at uv [N,2] (texel centres at integers, transparent outside):
     ``grid_sample(bilinear, align_corners=False, padding_mode="zeros")``."""
-    hp, wp = texture.shape[-2:]
-    size = torch.tensor([wp, hp], dtype=uv.dtype)
-    grid = (2 * uv + 1) / size - 1
+    grid = pixel_to_ndc(uv, texture.shape[-2:], align_corners=False)
     out = torch.nn.functional.grid_sample(texture, grid.view(1, 1, -1, 2), mode="bilinear",
                                           padding_mode="zeros", align_corners=False)
     return out.view(4, -1).t()
@@ -197,17 +196,14 @@ def render_mesh(mesh: Mesh, vertices: torch.Tensor, *, background=(1.0, 1.0, 1.0
     h, w = (int(out_size[0]), int(out_size[1])) if out_size is not None else (h0, w0)
     if h < 1 or w < 1:
         fail("out_size", "a positive (height, width)", repr(out_size))
-    scale = torch.tensor([w / w0, h / h0], dtype=torch.float64)
-    scaled = verts.detach().double() if (h, w) == (h0, w0) else (verts.detach().double() + 0.5) * scale - 0.5
+    scaled = rescale_pixels(verts.detach().double(), (h0, w0), (h, w))
     # Faces in draw order, so that the face-ID pass returns row indices of the tables below.
     faces = mesh.constant("faces")[draw_order(mesh)]
     frame, y, x, k = rasterize(scaled, faces, (h, w))
     n_frames = verts.shape[0]
     hit = (frame * h + y) * w + x
-    px, py = x.to(dtype), y.to(dtype)
-    if (h, w) != (h0, w0):                                # output pixel centre -> canvas px
-        px = (px + 0.5) * (w0 / w) - 0.5
-        py = (py + 0.5) * (h0 / h) - 0.5
+    # output pixel centres on the mesh canvas
+    px, py = rescale_pixels(torch.stack([x, y], 1).to(dtype), (h, w), (h0, w0)).unbind(1)
     # Per (frame, face) affine correction to rest-texture coordinates (see module doc).
     rest = mesh.constant("vertices").to(dtype)[faces]     # [F,3,2]
     cur = verts[:, faces]                                 # [T,F,3,2]

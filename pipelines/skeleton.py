@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
+from .coords import rescale_pixels
 from .errors import check_points, fail
 
 
@@ -42,10 +43,8 @@ class Skeleton:
 
     def scaled_to(self, canvas: tuple[int, int]) -> "Skeleton":
         """The same skeleton on another canvas size (pixel centres map to pixel centres)."""
-        h0, w0 = self.canvas
         h1, w1 = canvas
-        s = torch.tensor([w1 / w0, h1 / h0])
-        return replace(self, points=(self.points + 0.5) * s - 0.5, canvas=(int(h1), int(w1)))
+        return replace(self, points=rescale_pixels(self.points, self.canvas, canvas), canvas=(int(h1), int(w1)))
 
     def depths(self) -> torch.Tensor:
         """Graph distance (in bones) of every joint from the root; unreachable joints get the max+1."""

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..coords import pixel_to_unit
 from ..errors import check_points, fail
 from ..progress import StepCallback
 from .fit import fit_theta, fit_track
@@ -29,12 +30,6 @@ def default_cells(cells_x: int, size: tuple[int, int]) -> tuple[int, int]:
     """Square cells in pixels: cells_y = round(cells_x · H / W) (at least 1)."""
     h, w = size
     return check_tess(cells_x, max(1, round(cells_x * h / w)))
-
-
-def to_unit(points: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Pixels (x, y) -> [0,1]² with align_corners=True."""
-    h, w = size
-    return points.double() / torch.tensor([max(w - 1, 1), max(h - 1, 1)], dtype=torch.float64)
 
 
 def fit_keypoints(source_px: torch.Tensor, targets_px: torch.Tensor, size: tuple[int, int], *,
@@ -65,7 +60,7 @@ def fit_keypoints(source_px: torch.Tensor, targets_px: torch.Tensor, size: tuple
         check_points("target keypoints" + (f" (frame {f})" if targets_px.shape[0] > 1 else ""),
                      targets_px[f][wf], size=size)
     # backward map: T(target) = source, so the output shows the source keypoint at the target
-    src01, tgt01 = to_unit(source_px, size), to_unit(targets_px, size)
+    src01, tgt01 = pixel_to_unit(source_px.double(), size), pixel_to_unit(targets_px.double(), size)
     from .tessellation import tessellation
     tess = tessellation(cells[0], cells[1], zero_boundary, volume_preserving)
     kw = dict(method=optimizer, iterations=iterations, lr=lr, nsteps=nsteps, prior_strength=prior_strength,

@@ -9,6 +9,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from ..coords import ndc_to_unit, unit_to_ndc
 from ..cpab import fit_theta, tessellation, transform_grid
 from ..errors import check_image, fail
 from ..progress import StepCallback, report
@@ -31,8 +32,8 @@ def fit_cpab_grids(kp_source: torch.Tensor, kp_driving: torch.Tensor, size: tupl
     """
     bs = kp_source.shape[0]
     h, w = size
-    ks = (kp_source.double() + 1) / 2
-    kd = (kp_driving.double() + 1) / 2
+    ks = ndc_to_unit(kp_source.double())
+    kd = ndc_to_unit(kp_driving.double())
     out = []
     for cells, groups, iters in ((partial_cells, num_cpab, max_iter),
                                  (global_cells, 1, max(1, round(global_factor * max_iter)))):
@@ -43,7 +44,7 @@ def fit_cpab_grids(kp_source: torch.Tensor, kp_driving: torch.Tensor, size: tupl
         res = fit_theta(tess, src, dst, method="adam", iterations=iters, lr=lr, nsteps=nsteps, prior_strength=0.0,
                         theta0=theta0, loss="norm", norm_group=groups)
         grid = transform_grid(tess, res.theta.float(), (h, w), nsteps)          # [bs·groups, h, w, 2] in [0,1]
-        out.append((grid * 2 - 1).view(bs, groups, h, w, 2))
+        out.append(unit_to_ndc(grid).view(bs, groups, h, w, 2))
     return torch.cat(out, 1)
 
 
