@@ -11,6 +11,7 @@ from ..pipelines.errors import check_image, fail
 from ..pipelines.mesh import build_mesh
 from ..pipelines.metrics import animation_metrics
 from ..pipelines.preview import draw_preview
+from ..pipelines.skeleton import KeypointTrack
 from ._comfy import progress_callback
 from .image import INVERT_TIP, silhouette
 from . import widgets as W
@@ -86,7 +87,7 @@ class FlipbookKeypointsFromPose:
                                             min_confidence=min_confidence, canvas=canvas)
         if frame >= len(sks):
             fail("frame", f"an index below the {len(sks)} frames of pose_keypoint", f"{frame}")
-        tracks = torch.stack([s.points for s in sks])
+        tracks = KeypointTrack(torch.stack([s.points for s in sks]), None, sks[frame].canvas)
         return sks[frame], bezier.Trajectory(sks[frame], len(sks), tracks=tracks)
 
 
