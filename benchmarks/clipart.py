@@ -77,7 +77,8 @@ def run_size(size, frames, repeat, area_256=30.0, label=None):
     from comfyui_flipbook.pipelines.clipart import triangle_area
     from comfyui_flipbook.pipelines.deform import MeshDeformer
     from comfyui_flipbook.pipelines.mesh import build_mesh
-    from comfyui_flipbook.pipelines.render import draw_order, rasterize, render_mesh
+    from comfyui_flipbook.pipelines.raster import rasterize
+    from comfyui_flipbook.pipelines.render import draw_order, render_mesh
 
     image, sk = _inputs(size)
     max_area = triangle_area((size, size), area_256) if label is None else area_256

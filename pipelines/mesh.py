@@ -25,6 +25,7 @@ from scipy import ndimage
 from scipy.spatial import Delaunay, cKDTree
 
 from .errors import check_image, check_mask, check_range, describe, fail
+from .raster import rasterize_face_ids
 from .skeleton import Skeleton
 
 # Texels with an alpha above this belong to the silhouette that the mesh must cover.
@@ -213,8 +214,6 @@ def _mesh_scipy(domain, core, keypoints, spacing, simplify_eps, seed=0):
         tri, faces, keep_f = triangulate(pts)
     # Safety net: every silhouette pixel must be covered (the renderer needs it); add back the
     # dropped Delaunay faces containing pixels that the kept faces miss.
-    from .render import rasterize_face_ids
-
     kept = faces[keep_f]
     covered = rasterize_face_ids(torch.from_numpy(pts)[None], torch.from_numpy(kept),
                                  torch.arange(len(kept)), domain.shape)[0].numpy() >= 0
