@@ -5,13 +5,12 @@ import json
 
 import torch
 
-from ..pipelines import bezier, keypoints
+from ..pipelines import bezier, keypoints, pose
 from ..pipelines.clipart import Animation, deform_animation, render_animation, triangle_area
-from ..pipelines.errors import check_image, fail
+from ..pipelines.errors import check_image
 from ..pipelines.mesh import build_mesh
 from ..pipelines.metrics import animation_metrics
 from ..pipelines.preview import draw_preview
-from ..pipelines.skeleton import KeypointTrack
 from ._comfy import progress_callback
 from .image import INVERT_TIP, silhouette
 from . import widgets as W
@@ -83,12 +82,10 @@ class FlipbookKeypointsFromPose:
 
     def build(self, pose_keypoint, person, frame, merge_face, min_confidence, image=None):
         canvas = _canvas(image) if image is not None else None
-        sks = keypoints.skeletons_from_pose(pose_keypoint, person=person, merge_face=merge_face,
-                                            min_confidence=min_confidence, canvas=canvas)
-        if frame >= len(sks):
-            fail("frame", f"an index below the {len(sks)} frames of pose_keypoint", f"{frame}")
-        tracks = KeypointTrack(torch.stack([s.points for s in sks]), None, sks[frame].canvas)
-        return sks[frame], bezier.Trajectory(sks[frame], len(sks), tracks=tracks)
+        poses = pose.poses_from_openpose(pose_keypoint, person=person, threshold=min_confidence)
+        skeleton, tracks = pose.pose_skeleton(poses, frame=frame, merge_face=merge_face, canvas=canvas,
+                                              source="pose_keypoint")
+        return skeleton, bezier.Trajectory(skeleton, tracks.frames, tracks=tracks)
 
 
 class FlipbookAutoKeypoints:

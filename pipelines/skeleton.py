@@ -13,8 +13,10 @@ Converters to these live at the edges: typed JSON and masks (:mod:`.keypoints`),
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 
+import numpy as np
 import torch
 
 from .coords import rescale_pixels
@@ -44,6 +46,40 @@ def bone_tree(num_points: int, edges: torch.Tensor, root: int) -> tuple[list[int
                 depth[j], parent[j] = depth[i] + 1, i
                 queue.append(j)
     return depth, parent
+
+
+def graph_centre(num_points: int, edges: torch.Tensor) -> int:
+    """The joint with the smallest eccentricity (bones to the farthest joint; a joint that cannot be
+    reached counts one more than the farthest that can): a sensible root when none is given."""
+    best, best_ecc = 0, math.inf
+    for r in range(num_points):
+        depth = bone_tree(num_points, edges, r)[0]
+        ecc = max(depth) + 1 if min(depth) < 0 else max(depth)
+        if ecc < best_ecc:
+            best, best_ecc = r, ecc
+    return best
+
+
+def connect_components(points: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
+    """``edges`` plus the shortest bones that join separate pieces of the graph into one whole:
+    while there are several, the piece of point 0 gets a bone to its nearest point elsewhere."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    k = len(points)
+    e = edges.tolist()
+    while True:
+        a = coo_matrix((np.ones(len(e)), ([x for x, _ in e], [y for _, y in e])), shape=(k, k)) if e else \
+            coo_matrix((k, k))
+        n, lab = connected_components(a, directed=False)
+        if n <= 1:
+            return torch.tensor(e, dtype=torch.long).reshape(-1, 2)
+        d = torch.cdist(points, points)
+        lab_t = torch.as_tensor(lab)
+        d[lab_t[:, None] == lab_t[None, :]] = math.inf
+        d[lab_t != 0] = math.inf                       # join component 0 to its nearest neighbour
+        i, j = divmod(int(d.argmin()), k)
+        e.append([i, j])
 
 
 def _check_conf(conf, shape: tuple[int, ...], name: str):
@@ -134,13 +170,14 @@ class KeypointTrack:
     points: torch.Tensor
     conf: torch.Tensor | None
     canvas: tuple[int, int]
+    _kind = "tracks"                  # what error messages call it (not a field)
 
     def __post_init__(self):
         self.points = torch.as_tensor(self.points, dtype=torch.float32)
         if self.points.dim() != 3 or self.points.shape[-1] != 2:
-            fail("tracks", "keypoints [frames, K, 2]", f"{tuple(self.points.shape)}")
-        check_finite("tracks", self.points)
-        self.conf = _check_conf(self.conf, tuple(self.points.shape[:2]), "track confidence")
+            fail(self._kind, "keypoints [frames, K, 2]", f"{tuple(self.points.shape)}")
+        check_finite(self._kind, self.points)
+        self.conf = _check_conf(self.conf, tuple(self.points.shape[:2]), f"{self._kind} confidence")
         self.canvas = (int(self.canvas[0]), int(self.canvas[1]))
 
     @property

@@ -131,6 +131,23 @@ def test_render_colour_convention(dance):
 
 
 def test_skeleton_view(dance):
-    sk = dance.skeleton(0)
-    assert sk.num_points == 20 and sk.root == P.NECK
+    sk, track = P.pose_skeleton(dance, joints="body", missing="neck")
+    assert sk.num_points == 20 and sk.root == P.NECK and sk.names == P.BODY_NAMES
     assert torch.allclose(sk.points[5], dance.points[0, 5])
+    assert track.points.shape == (dance.frames, 20, 2)
+    # the bones are the layout's one limb table (as sorted pairs)
+    assert {tuple(e) for e in sk.edges.tolist()} == {tuple(sorted(limb)) for limb in P.LIMBS}
+
+
+
+def test_pose_skeleton_fills_missing_joints_at_the_neck_or_holds_them(dance):
+    conf = dance.conf.clone()
+    conf[2:, 4] = 0.0                                      # the right wrist is lost from frame 2 on
+    seq = P.PoseSequence(dance.points, conf, dance.canvas)
+    at_neck = P.pose_skeleton(seq, joints="body", missing="neck")[1]
+    held = P.pose_skeleton(seq, joints="body", missing="hold")[1]
+    assert torch.equal(at_neck.points[2:, 4], dance.points[2:, P.NECK])
+    assert torch.equal(held.points[2:, 4], dance.points[1, 4].expand(dance.frames - 2, 2))
+    assert (held.conf[2:, 4] == 0).all() and (held.conf[:2, 4] > 0).all()
+    detected = P.pose_skeleton(seq)[0]                     # "detected": joints seen in the first frame
+    assert detected.num_points == 18 and detected.names == P.BODY_NAMES[:18]
