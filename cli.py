@@ -3,22 +3,36 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
+import pkgutil
 import sys
+from typing import Callable
 
-# "module:function" writers of tiny random models, one per family. Each writes, under a ComfyUI
-# models folder, exactly the files and layouts that the shipped workflows name in their loaders.
-TEST_MODEL_WRITERS: list[str] = [
-    ".pipelines.cpabmm.model:write_test_models",
-    ".pipelines.flipsketch:write_test_models",
-    ".pipelines.animatex.testmodels:write_test_models",
-]
+
+def find_test_model_writers() -> dict[str, Callable[[str], list[str]]]:
+    """Every method's tiny-random-model writer, found the way nodes/__init__.py finds node families:
+    ``write_test_models`` in ``pipelines/<method>/testmodels.py``, or in a method that is still one
+    module (``pipelines/<method>.py``). Each writes, under a ComfyUI models folder, exactly the files
+    and layouts that the shipped workflows name in their loaders."""
+    from . import pipelines
+
+    writers = {}
+    for info in sorted(pkgutil.iter_modules(pipelines.__path__), key=lambda m: m.name):
+        name = f"{pipelines.__name__}.{info.name}"
+        if info.ispkg:
+            if importlib.util.find_spec(f"{name}.testmodels") is None:
+                continue
+            name += ".testmodels"
+        write = getattr(importlib.import_module(name), "write_test_models", None)
+        if callable(write):
+            writers[name] = write
+    return writers
 
 
 def make_test_models(models_dir: str) -> list[str]:
     written: list[str] = []
-    for spec in TEST_MODEL_WRITERS:
-        mod, fn = spec.split(":")
-        written += getattr(importlib.import_module(mod, __package__), fn)(models_dir)
+    for write in find_test_model_writers().values():
+        written += write(models_dir)
     return written
 
 
@@ -40,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         for path in make_test_models(args.models_dir):
             print(path)
         return 0
-    from .pipelines.clipart import run_demo
+    from .pipelines.flexiclip import run_demo
     run_demo(args.out, image=args.image, frames=args.frames, preset=args.preset,
              amplitude=args.amplitude, fps=args.fps, seed=args.seed)
     print(args.out)

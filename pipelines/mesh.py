@@ -32,6 +32,7 @@ from .skeleton import Skeleton
 _ALPHA_EPS = 1e-3
 # Most vertices we accept (a dense 2-D factorisation and the renderer stay fast below it).
 _MAX_VERTICES = 60_000
+BACKENDS = ("scipy", "triangle")
 
 
 @dataclass
@@ -296,7 +297,7 @@ def build_mesh(image: torch.Tensor, mask: torch.Tensor | None, skeleton: Skeleto
     check_range("min_angle", float(min_angle), 0.0, 34.0)
     check_range("margin_px", float(margin_px), 0.0, 64.0)
     check_range("simplify_eps", float(simplify_eps), 0.0, 16.0)
-    if backend not in ("scipy", "triangle"):
+    if backend not in BACKENDS:
         fail("backend", "'scipy' or 'triangle'", repr(backend))
     texture = texture_and_alpha(img, mask)
     h, w = texture.shape[1:]
