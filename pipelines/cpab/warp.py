@@ -21,6 +21,7 @@ from .transform import identity_grid, integrate, step_tables, theta_to_affine
 
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
 PADDINGS = ("border", "reflection", "zeros")
+RANDOM_MODES = ("wiggle", "tween", "independent")
 
 
 @dataclass
@@ -166,7 +167,7 @@ def random_params(cells: tuple[int, int], n_frames: int, *, strength: float = 0.
     if mode == "independent":
         theta = tess.sample_theta(n_frames, length_scale, strength, generator=g)
         return CPABParams(theta, cells, zero_boundary, volume_preserving, canvas)
-    fail("mode", "one of ('wiggle', 'tween', 'independent')", repr(mode))
+    fail("mode", f"one of {RANDOM_MODES}", repr(mode))
 
 
 def flow_to_image(flow: torch.Tensor, max_magnitude: float = 0.0) -> torch.Tensor:
