@@ -37,16 +37,19 @@ def make_test_models(models_dir: str) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .pipelines.bezier import PRESETS
+    from .pipelines.flexiclip.settings import DEMO_MOTION
+
     ap = argparse.ArgumentParser(prog="python -m comfyui_flipbook", description=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
     d = sub.add_parser("demo", help="animate the shipped clipart on the CPU, no model needed")
     d.add_argument("--out", default="flipbook_demo.webp", help="output .webp or .gif")
     d.add_argument("--image", default=None, help="another RGBA picture to animate")
-    d.add_argument("--frames", type=int, default=24)
-    d.add_argument("--preset", default="wave", choices=["still", "sway", "wave", "random"])
-    d.add_argument("--amplitude", type=float, default=0.08)
+    d.add_argument("--frames", type=int, default=DEMO_MOTION.frames)
+    d.add_argument("--preset", default=DEMO_MOTION.preset, choices=list(PRESETS))
+    d.add_argument("--amplitude", type=float, default=DEMO_MOTION.amplitude)
     d.add_argument("--fps", type=float, default=12.0)
-    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--seed", type=int, default=DEMO_MOTION.seed)
     m = sub.add_parser("make-test-models", help="write tiny random models for the shipped workflows")
     m.add_argument("models_dir")
     args = ap.parse_args(argv)

@@ -31,9 +31,8 @@ FIT_INPUTS = {
     "optimizer": (list(OPTIMIZERS), {"default": WARP.optimizer,
                                      "tooltip": "lm: Levenberg-Marquardt on the exact Jacobian (fast, precise). "
                                                 "adam: gradient steps like CPABMM's fit."}),
-    "iterations": ("INT", {"default": WARP.iterations, "min": 1, "max": 1000,
-                           "tooltip": "Optimiser iterations per frame (lm: 10; adam: 100 or more). LM stops early "
-                                      "once every keypoint is within 0.01 px."}),
+    "iterations": W.iterations(WARP.iterations, "Optimiser iterations per frame (lm: 10; adam: 100 or more). LM "
+                               "stops early once every keypoint is within 0.05 px.", min=1),
     "prior_strength": ("FLOAT", {"default": WARP.prior_strength, "min": 0.0, "max": 100.0, "step": 0.001,
                                  "tooltip": "Weight λ of the smoothness prior (libcpab's covariance, length scale 0.1) "
                                             "against squared pixel errors. Larger = smoother motion, looser keypoints."}),
@@ -44,8 +43,7 @@ RENDER_INPUTS = {
     "flow_resolution": ("INT", {"default": WARP.flow_resolution, "min": 8, "max": 4096,
                                 "tooltip": "Long side of the grid the transform is integrated on; the displacement is "
                                            "upsampled to the image (128: ~0.9 px from exact at 512²)."}),
-    "steps": ("INT", {"default": WARP.steps, "min": 1, "max": 500,
-                      "tooltip": "Integration steps for rendering (libcpab/CPABMM: 50)."}),
+    "steps": W.steps(WARP.steps, "Integration steps for rendering (libcpab/CPABMM: 50).", max=500),
     "interpolation": (list(INTERPOLATIONS), {"default": WARP.interpolation,
                                              "tooltip": "How the source picture is sampled."}),
     "padding": (list(PADDINGS), {"default": WARP.padding,
@@ -96,8 +94,7 @@ class FlipbookCPABKeypointWarp:
         return {"required": {
             **FRAMES_IN,
             "source_keypoints": (SKELETON, {"tooltip": "Keypoints on the picture (where things are now)."}),
-            "frames": ("INT", {"default": WARP.frames, "min": 1, "max": 1024,
-                               "tooltip": "Frames of the tween with a single target (ignored with a trajectory)."}),
+            "frames": W.frames(WARP.frames, "Frames of the tween with a single target (ignored with a trajectory)."),
             **TESS_INPUTS, **FIT_INPUTS, **RENDER_INPUTS,
             "warm_start": ("BOOLEAN", {"default": WARP.warm_start,
                                        "tooltip": "Trajectories: start each frame's fit from the previous frame's "

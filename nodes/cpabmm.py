@@ -71,9 +71,8 @@ class FlipbookCPABMMAnimate:
                                          "tooltip": "relative: source keypoints + driving motion since frame 0, scaled "
                                                     "by the hull areas. standard: driving keypoints as they are. avd: "
                                                     "the AVD network (needs avd weights)."}),
-            "max_iter": ("INT", {"default": cpabmm.ANIMATE.max_iter, "min": 0, "max": 2000,
-                                 "tooltip": "Adam iterations of the local θ fits (global: 1.5×). 0 = the preset's "
-                                            "(100; taichi 200)."}),
+            "max_iter": W.iterations(cpabmm.ANIMATE.max_iter, "Adam iterations of the local θ fits (global: 1.5×). "
+                                     "0 = the preset's (100; taichi 200).", max=2000),
             "use_bg": ("BOOLEAN", {"default": cpabmm.ANIMATE.use_bg,
                                    "tooltip": "Use the background motion predictor when the checkpoint has one."}),
             "batch": ("INT", {"default": cpabmm.ANIMATE.batch, "min": 1, "max": 64,

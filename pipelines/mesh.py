@@ -46,6 +46,14 @@ class Mesh:
     texture: [4,H,W] float32 RGBA, straight alpha, 0..1.
     canvas: (H, W).
     z: [F] float32 draw order (higher is drawn on top; ties by face index, last wins).
+
+    >>> from comfyui_flipbook.pipelines.synthetic import synthetic_character
+    >>> image, skeleton = synthetic_character(64)
+    >>> mesh = build_mesh(image, None, skeleton)
+    >>> mesh.texture.shape, mesh.canvas, bool(mesh.areas().min() > 0)
+    (torch.Size([4, 64, 64]), (64, 64), True)
+    >>> torch.equal(mesh.vertices[mesh.keypoint_idx].float(), skeleton.points)
+    True
     """
 
     vertices: torch.Tensor

@@ -151,3 +151,12 @@ def test_pose_skeleton_fills_missing_joints_at_the_neck_or_holds_them(dance):
     assert (held.conf[2:, 4] == 0).all() and (held.conf[:2, 4] > 0).all()
     detected = P.pose_skeleton(seq)[0]                     # "detected": joints seen in the first frame
     assert detected.num_points == 18 and detected.names == P.BODY_NAMES[:18]
+
+
+def test_the_one_limb_table_keeps_animatex_drawing_order_and_colours():
+    """Animate-X's draw_pose colours limb i with colour i: the table's order is part of the release."""
+    assert P.LIMBS == [(1, 2), (1, 5), (2, 3), (3, 4), (5, 6), (6, 7), (1, 8), (8, 9), (9, 10), (1, 11), (11, 12),
+                       (12, 13), (1, 0), (0, 14), (14, 16), (0, 15), (15, 17), (13, 18), (10, 19)]
+    assert P.COLORS[:3] == [(255, 0, 0), (255, 85, 0), (255, 170, 0)] and len(P.COLORS) == 20
+    # the OpenPose-18 body is a tree of the first 17 limbs
+    assert len({j for limb in P.LIMBS[:17] for j in limb}) == 18
