@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .coords import clamp_to_canvas
 from .errors import FlipbookInputError, check_finite, fail
 from .skeleton import KeypointTrack, Skeleton
 
@@ -108,10 +109,7 @@ class Trajectory:
         if self.tracks is not None:
             return self.tracks.points
         pts = bezier(self.control.double(), self.times())
-        h, w = self.skeleton.canvas
-        pts[..., 0].clamp_(0, w - 1)
-        pts[..., 1].clamp_(0, h - 1)
-        return pts.float()
+        return clamp_to_canvas(pts, self.skeleton.canvas).float()
 
 
 def _bone_normals(sk: Skeleton) -> torch.Tensor:

@@ -117,6 +117,15 @@ def fraction_to_pixel(points: torch.Tensor, size) -> torch.Tensor:
     return _check_points(points) * _pair(w, h, points)
 
 
+def clamp_to_canvas(points: torch.Tensor, size) -> torch.Tensor:
+    """Pixels clamped in place onto the canvas's pixel centres, 0..W-1 and 0..H-1; returns ``points``."""
+    h, w = _size(size)
+    points = _check_points(points)
+    points[..., 0].clamp_(0, w - 1)
+    points[..., 1].clamp_(0, h - 1)
+    return points
+
+
 def rescale_pixels(points: torch.Tensor, src, dst) -> torch.Tensor:
     """Pixels on a ``src`` canvas -> the same places on a ``dst`` canvas, ``(p + 0.5) s - 0.5`` with
     ``s = dst / src`` per axis: pixel centres map to pixel centres, the image's edges to its edges

@@ -12,7 +12,7 @@ import json
 import numpy as np
 import torch
 
-from .coords import unit_to_pixel
+from .coords import clamp_to_canvas, unit_to_pixel
 from .errors import FlipbookInputError, check_mask, check_points, fail
 from .skeleton import Skeleton, connect_components, graph_centre
 
@@ -266,8 +266,7 @@ def auto_keypoints(mask: torch.Tensor, *, max_keypoints: int = 16, min_branch: f
         remap = {n: i for i, n in enumerate(ids)}
         pts = np.stack([nodes[n] for n in ids])
         edge_list = [[remap[a], remap[b]] for a, b in edges]
-    pts = np.clip(pts, 0, [w - 1, h - 1])
-    pts_t = torch.tensor(pts, dtype=torch.float32)
+    pts_t = clamp_to_canvas(torch.tensor(pts, dtype=torch.float32), (h, w))
     edges_t = connect_components(pts_t, torch.tensor(edge_list, dtype=torch.long).reshape(-1, 2))
     return Skeleton(pts_t, edges_t, (h, w), _metric_centre(pts_t, edges_t))
 

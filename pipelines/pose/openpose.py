@@ -9,7 +9,7 @@ import json
 import numpy as np
 import torch
 
-from ..coords import fraction_to_pixel
+from ..coords import clamp_to_canvas, fraction_to_pixel
 from ..errors import fail
 from ..skeleton import KeypointTrack, Skeleton, connect_components, graph_centre
 from .layout import BODY, BODY_FEET, BODY_NAMES, FACE0, FACE_JOINTS, LFOOT, LHAND, LIMBS, NECK, RFOOT, RHAND, PoseSequence
@@ -181,8 +181,7 @@ def pose_skeleton(poses: PoseSequence, *, frame: int = 0, joints: str = "detecte
     points = torch.tensor(out, dtype=torch.float32)
     # joints orphaned by a dropped parent hang from the nearest kept joint (frame 0, before clamping)
     edges = connect_components(points[0].clone(), torch.tensor(bones, dtype=torch.long).reshape(-1, 2))
-    points[..., 0].clamp_(0, w - 1)
-    points[..., 1].clamp_(0, h - 1)
+    clamp_to_canvas(points, (h, w))
     root = names.index("neck") if "neck" in names else graph_centre(len(groups), edges)
     track = KeypointTrack(points, torch.tensor(out_conf, dtype=torch.float32), (h, w))
     if canvas is not None:
