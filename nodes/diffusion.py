@@ -14,7 +14,7 @@ from ..pipelines.diffusion.inversion import REDUCTIONS, invert_frames
 from ..pipelines.diffusion.text import encode_text
 from ..pipelines.diffusion.vae import POSTERIORS, VAE_RANGES, decode_latents
 from ..pipelines.errors import fail
-from ..pipelines.flipsketch import FLIPSKETCH_MODEL
+from ..pipelines.flipsketch.settings import FLIPSKETCH_MODEL
 from ._comfy import (FileList, check_interrupted, grad_enabled, intermediate_device, list_models, model_path, offload_device,
                      on_compute_device, progress_callback, torch_device)
 
