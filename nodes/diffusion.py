@@ -1,6 +1,7 @@
 """Shared diffusion nodes: text-to-video backbones, text encoding, DDIM inversion, video decoding.
 
-Types: FLIPBOOK_T2V (unet + vae + text encoder + tokenizer + scheduler config), FLIPBOOK_EMBEDS
+Types: FLIPBOOK_T2V (unet + vae + text encoder + tokenizer + scheduler config, and the attention
+patches it carries, e.g. from Flipbook FlipSketch Attention), FLIPBOOK_EMBEDS
 (prompt embeddings (1, 77, D)), FLIPBOOK_INVERSION (the inversion's latents Z_0..Z_T). Video
 latents travel as ComfyUI LATENT {"samples": (batch, channels, frames, h, w)}.
 """

@@ -55,6 +55,49 @@ class Motion:
         return int(self.keypoints.shape[0]) - 1
 
 
+@dataclass
+class Conditioning:
+    """What the sampler feeds the UNet besides noise: one animation's inputs, already prepared.
+
+    zero_y (1, T, C); clip_ref (clip_dim,); clip_frames (F+1, clip_dim) reference first;
+    keypoints (F+1, 2, 18) reference first; pose_images (F, 3, H, W) 0..1; local_image (3, H, W)
+    0..1 or None; ref_latent (4, h, w) scaled VAE latent or None; ref_pose_image (3, H, W) or None.
+    """
+    zero_y: torch.Tensor
+    clip_ref: torch.Tensor
+    clip_frames: torch.Tensor
+    keypoints: torch.Tensor
+    pose_images: torch.Tensor
+    local_image: torch.Tensor | None = None
+    ref_latent: torch.Tensor | None = None
+    ref_pose_image: torch.Tensor | None = None
+
+    @property
+    def frames(self) -> int:
+        return int(self.pose_images.shape[0])
+
+    def check(self, clip_dim: int, context_dim: int) -> None:
+        f = self.frames
+        if self.keypoints.shape != (f + 1, 2, 18):
+            fail("motion", f"keypoints for the reference + {f} pose frames, shape ({f + 1}, 2, 18)",
+                 f"{tuple(self.keypoints.shape)} (pose count != frame count?)")
+        if self.clip_frames.shape[0] != f + 1:
+            fail("motion", f"CLIP features of the reference + {f} driving frames",
+                 f"{self.clip_frames.shape[0]} (pose count != frame count?)")
+        if self.clip_frames.shape[-1] != clip_dim or self.clip_ref.shape[-1] != clip_dim:
+            fail("clip_vision", f"a CLIP vision model with {clip_dim}-d image embeddings "
+                 "(CLIP-ViT-H-14-laion2B-s32B-b79K for the released checkpoint)", f"{self.clip_frames.shape[-1]}-d")
+        if self.zero_y.dim() != 3 or self.zero_y.shape[-1] != context_dim:
+            fail("zero_y", f"text tokens (1, T, {context_dim}) from the model's text encoder", f"{tuple(self.zero_y.shape)}")
+
+    def window(self, idx: list[int]) -> "Conditioning":
+        sel = [0] + [i + 1 for i in idx]
+        return Conditioning(self.zero_y, self.clip_ref, self.clip_frames[sel], self.keypoints[sel],
+                            self.pose_images[idx], self.local_image, self.ref_latent, self.ref_pose_image)
+
+
+# --- inputs --------------------------------------------------------------------------------------------
+
 def _rgb(name: str, image: torch.Tensor) -> torch.Tensor:
     image = check_image(name, image)
     return image[..., :3].float()
@@ -153,53 +196,7 @@ def prepare(model: AnimateXModel, reference: torch.Tensor, pose_images: torch.Te
     return cond, (height // 8, width // 8)
 
 
-def animate(model: AnimateXModel, cond: Conditioning, latent_hw: tuple[int, int], **kw) -> torch.Tensor:
-    """Latents (F, 4, h, w) in the VAE's raw space (divided by its scale), for a VAE decoder."""
-    return sample(model.unet, cond, latent_hw=latent_hw, **kw) / model.cfg.vae_scale
-
-
 # --- sampling ------------------------------------------------------------------------------------------
-
-@dataclass
-class Conditioning:
-    """What the sampler feeds the UNet besides noise: one animation's inputs, already prepared.
-
-    zero_y (1, T, C); clip_ref (clip_dim,); clip_frames (F+1, clip_dim) reference first;
-    keypoints (F+1, 2, 18) reference first; pose_images (F, 3, H, W) 0..1; local_image (3, H, W)
-    0..1 or None; ref_latent (4, h, w) scaled VAE latent or None; ref_pose_image (3, H, W) or None.
-    """
-    zero_y: torch.Tensor
-    clip_ref: torch.Tensor
-    clip_frames: torch.Tensor
-    keypoints: torch.Tensor
-    pose_images: torch.Tensor
-    local_image: torch.Tensor | None = None
-    ref_latent: torch.Tensor | None = None
-    ref_pose_image: torch.Tensor | None = None
-
-    @property
-    def frames(self) -> int:
-        return int(self.pose_images.shape[0])
-
-    def check(self, clip_dim: int, context_dim: int) -> None:
-        f = self.frames
-        if self.keypoints.shape != (f + 1, 2, 18):
-            fail("motion", f"keypoints for the reference + {f} pose frames, shape ({f + 1}, 2, 18)",
-                 f"{tuple(self.keypoints.shape)} (pose count != frame count?)")
-        if self.clip_frames.shape[0] != f + 1:
-            fail("motion", f"CLIP features of the reference + {f} driving frames",
-                 f"{self.clip_frames.shape[0]} (pose count != frame count?)")
-        if self.clip_frames.shape[-1] != clip_dim or self.clip_ref.shape[-1] != clip_dim:
-            fail("clip_vision", f"a CLIP vision model with {clip_dim}-d image embeddings "
-                 "(CLIP-ViT-H-14-laion2B-s32B-b79K for the released checkpoint)", f"{self.clip_frames.shape[-1]}-d")
-        if self.zero_y.dim() != 3 or self.zero_y.shape[-1] != context_dim:
-            fail("zero_y", f"text tokens (1, T, {context_dim}) from the model's text encoder", f"{tuple(self.zero_y.shape)}")
-
-    def window(self, idx: list[int]) -> "Conditioning":
-        sel = [0] + [i + 1 for i in idx]
-        return Conditioning(self.zero_y, self.clip_ref, self.clip_frames[sel], self.keypoints[sel],
-                            self.pose_images[idx], self.local_image, self.ref_latent, self.ref_pose_image)
-
 
 def branch_conditions(model: AnimateXUNet, c: Conditioning, latent_hw: tuple[int, int]) -> dict:
     """Unconditional and conditional conditioning stacked as a batch of 2 (unconditional first, as
@@ -232,6 +229,7 @@ def released_scheduler(steps: int) -> DDIM:
                 "v_prediction")
 
 
+@torch.no_grad()
 def sample(model: AnimateXUNet, c: Conditioning, *, latent_hw: tuple[int, int], seed: int = SAMPLING.seed,
            steps: int = SAMPLING.steps, guidance: float = SAMPLING.guidance, eta: float = SAMPLING.eta,
            noise_offset: float = SAMPLING.noise_offset, context_frames: int = SAMPLING.context_frames,
@@ -274,3 +272,8 @@ def sample(model: AnimateXUNet, c: Conditioning, *, latent_hw: tuple[int, int], 
     x = ddim_loop(over_windows(predict, windows), x, scheduler, eta=eta, generator=generator,
                   callback=callback, check=check)
     return x[0].permute(1, 0, 2, 3).contiguous()
+
+
+def animate(model: AnimateXModel, cond: Conditioning, latent_hw: tuple[int, int], **kw) -> torch.Tensor:
+    """Latents (F, 4, h, w) in the VAE's raw space (divided by its scale), for a VAE decoder."""
+    return sample(model.unet, cond, latent_hw=latent_hw, **kw) / model.cfg.vae_scale

@@ -18,7 +18,7 @@ the order Animate-X's release computes (spec animatex.md §1.5); diffusers' v br
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -37,10 +37,10 @@ class DDIM:
       final_alpha_cumprod: the level below t = 0; prediction_type: what the denoiser returns;
       clip_sample: clamp x0 to [-clip_sample, clip_sample] (a config's ``clip_sample_range``), None = off.
     """
-    alphas_cumprod: torch.Tensor
+    alphas_cumprod: torch.Tensor = field(repr=False)
     timesteps: torch.Tensor
     stride: int
-    final_alpha_cumprod: torch.Tensor
+    final_alpha_cumprod: torch.Tensor = field(repr=False)
     prediction_type: str = "epsilon"
     inverse: bool = False
     clip_sample: float | None = None
