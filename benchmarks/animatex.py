@@ -14,9 +14,11 @@ import time
 
 import torch
 
-from comfyui_flipbook.pipelines.animatex import sampler as S
-from comfyui_flipbook.pipelines.animatex.configs import FULL, TINY
+from comfyui_flipbook.pipelines.animatex import pipeline as S
+from comfyui_flipbook.pipelines.animatex.settings import FULL, TINY
 from comfyui_flipbook.pipelines.animatex.unet import build_unet, count_parameters
+from comfyui_flipbook.pipelines.diffusion.sampler import context_windows
+from comfyui_flipbook.pipelines.diffusion.scheduler import released_timesteps
 
 
 def _conditioning(cfg, frames: int, hw: tuple[int, int], device="cpu", dtype=torch.float32) -> S.Conditioning:
@@ -51,7 +53,7 @@ def cpu_tiny(frames: int, steps: int) -> dict:
         cached = _timed(lambda: S.sample(unet, c, latent_hw=hw, steps=steps), 2)
         per_step = _timed(lambda: S.sample(unet, c, latent_hw=hw, steps=steps, cache_conditions=False), 2)
         conds = _timed(lambda: S.branch_conditions(unet, c, hw), 3)
-    n = len(S.ddim_timesteps(steps))
+    n = len(released_timesteps(steps))
     return {"params_M": count_parameters(unet) / 1e6, "steps": n, "step_s": cached / n, "per_step_s": per_step / n,
             "conditions_s": conds, "cache_speedup": per_step / cached,
             "peak_rss_MB": max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, rss0) / 1024}
@@ -87,11 +89,11 @@ def main(argv=None) -> None:
 
     full = build_unet(FULL, device="meta")
     n_full = count_parameters(full)
-    windows = S.context_windows(120, 32, 8)
+    windows = context_windows(120, 32, 8)
     print("Animate-X, machine-independent counts")
     print(f"  full UNet+IPI parameters: {n_full / 1e6:.1f}M ({n_full * 2 / 1e9:.2f} GB fp16, {n_full * 4 / 1e9:.2f} GB fp32)")
-    print(f"  UNet calls per animation at steps=30: {len(S.ddim_timesteps(30))} batched (cond+uncond) = "
-          f"{2 * len(S.ddim_timesteps(30))} forwards")
+    print(f"  UNet calls per animation at steps=30: {len(released_timesteps(30))} batched (cond+uncond) = "
+          f"{2 * len(released_timesteps(30))} forwards")
     print(f"  120 frames, window 32 / overlap 8: {len(windows)} windows, "
           f"{sum(len(w) for w in windows) / 120:.2f} frame-evaluations per frame per step")
     r = cpu_tiny(args.frames, args.steps)

@@ -24,8 +24,8 @@ from comfyui_flipbook.pipelines.diffusion.backbone import tiny_t2v  # noqa: E402
 from comfyui_flipbook.pipelines.diffusion.inversion import invert_frames  # noqa: E402
 from comfyui_flipbook.pipelines.diffusion.text import encode_text, null_embeds  # noqa: E402
 from comfyui_flipbook.pipelines.diffusion.vae import encode_frames  # noqa: E402
-from comfyui_flipbook.pipelines.flipsketch import (FlipSketchAttention, FrameAlign, align_frames,  # noqa: E402
-                                                   flipsketch_sample)
+from comfyui_flipbook.pipelines.flipsketch.pipeline import align_frames, flipsketch_sample  # noqa: E402
+from comfyui_flipbook.pipelines.flipsketch.settings import FlipSketchAttention, FrameAlign  # noqa: E402
 
 
 class PassCounter:

@@ -3,16 +3,15 @@ from __future__ import annotations
 
 import os
 
-
 from ..pipelines.animatex import weights
-from ..pipelines.animatex.configs import RELEASED_CHECKPOINT
 from ..pipelines.animatex.pipeline import REFERENCE_MODES, AnimateXModel, animate, build_motion, prepare
-from ..pipelines.animatex.sampler import ddim_timesteps
+from ..pipelines.animatex.settings import RELEASED_CHECKPOINT, SAMPLING as S
 from ..pipelines.animatex.text import zero_y_from_file
 from ..pipelines.devices import resolve_dtype
+from ..pipelines.diffusion.scheduler import released_timesteps
 from ..pipelines.errors import fail
-from ._comfy import (FileList, list_models, model_path, offload_device, on_compute_device, progress_callback,
-                     register_model_folder, torch_device)
+from ._comfy import (FileList, check_interrupted, list_models, model_path, offload_device, on_compute_device,
+                     progress_callback, register_model_folder, torch_device)
 from . import widgets as W
 from .types import ANIMATEX as MODEL, ANIMATEX_MOTION as MOTION, POSES
 
@@ -22,7 +21,6 @@ TEXT_ENCODER = "open_clip_pytorch_model.bin"          # the release's OpenCLIP V
 NO_TEXT_ENCODER = "none (use the clip input)"
 
 register_model_folder(FOLDER, {".safetensors", ".pth", ".pt", ".ckpt", ".bin"})
-
 
 
 def _choices(default: str) -> list[str]:
@@ -130,21 +128,22 @@ class FlipbookAnimateXSampler:
             "reference": ("IMAGE", {"tooltip": "The character picture (resized to width x height without keeping aspect, as released)."}),
             "pose_images": ("IMAGE", {"tooltip": "Rendered driving skeletons, one per frame (Flipbook Pose Render, Animate-X colours)."}),
             "motion": (MOTION, {"tooltip": "From Flipbook Animate-X Pose Indicator, for the same poses."}),
-            "seed": W.seed(13, "Noise seed (the release uses 13)."),
-            "steps": ("INT", {"default": 30, "min": 1, "max": 1000,
+            "seed": W.seed(S.seed, "Noise seed (the release uses 13)."),
+            "steps": ("INT", {"default": S.steps, "min": 1, "max": 1000,
                               "tooltip": "DDIM steps as the release counts them: t = 1 + k * (1000 // steps), 30 -> 31 UNet steps."}),
-            "guidance": W.guidance(2.5, "Classifier-free guidance scale (the release: 2.5).", max=20.0),
-            "eta": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip": "DDIM eta (0: deterministic)."}),
-            "noise_offset": ("FLOAT", {"default": 0.1, "min": 0.0, "max": 1.0, "step": 0.01,
+            "guidance": W.guidance(S.guidance, "Classifier-free guidance scale (the release: 2.5).", max=20.0),
+            "eta": ("FLOAT", {"default": S.eta, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip": "DDIM eta (0: deterministic)."}),
+            "noise_offset": ("FLOAT", {"default": S.noise_offset, "min": 0.0, "max": 1.0, "step": 0.01,
                                        "tooltip": "Per-channel offset noise added to the initial noise (0.1 as released)."}),
-            "reference_mode": (list(REFERENCE_MODES), {"default": "local_image",
+            "reference_mode": (list(REFERENCE_MODES), {"default": S.reference_mode,
                                "tooltip": "local_image: the released config; latent: the paper's; both: both."}),
             "width": ("INT", {"default": 0, "min": 0, "max": 4096, "step": 64, "tooltip": "Output width; 0: the model's (512)."}),
             "height": ("INT", {"default": 0, "min": 0, "max": 4096, "step": 64, "tooltip": "Output height; 0: the model's (768)."}),
-            "context_frames": ("INT", {"default": 32, "min": 0, "max": 1024,
+            "context_frames": ("INT", {"default": S.context_frames, "min": 0, "max": 1024,
                                        "tooltip": "Frames per window for long sequences (the model was trained on 32); 0: all at once."}),
-            "context_overlap": ("INT", {"default": 8, "min": 0, "max": 1023, "tooltip": "Frames shared by neighbouring windows (v averaged)."}),
-            "batch_cfg": ("BOOLEAN", {"default": True,
+            "context_overlap": ("INT", {"default": S.context_overlap, "min": 0, "max": 1023,
+                                        "tooltip": "Frames shared by neighbouring windows (v averaged)."}),
+            "batch_cfg": ("BOOLEAN", {"default": S.batch_cfg,
                                       "tooltip": "Run the guided and unguided branches as one batch (faster); off: one after the other (less memory)."}),
         }, "optional": {
             "vae": ("VAE", {"tooltip": "SD 1/2 VAE: needed for reference_mode latent/both (encodes the reference)."}),
@@ -162,7 +161,8 @@ class FlipbookAnimateXSampler:
         with on_compute_device(model.unet):      # makes room in ComfyUI first; back to offload after, also on cancel
             lat = animate(model, cond, latent_hw, seed=seed, steps=steps, guidance=guidance, eta=eta,
                           noise_offset=noise_offset, context_frames=context_frames, context_overlap=context_overlap,
-                          batch_cfg=batch_cfg, callback=progress_callback(len(ddim_timesteps(steps)), "Animate-X"))
+                          batch_cfg=batch_cfg, check=check_interrupted,
+                          callback=progress_callback(len(released_timesteps(steps)), "Animate-X"))
         return ({"samples": lat.float().cpu()},)
 
 

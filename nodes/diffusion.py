@@ -1,6 +1,7 @@
 """Shared diffusion nodes: text-to-video backbones, text encoding, DDIM inversion, video decoding.
 
-Types: FLIPBOOK_T2V (unet + vae + text encoder + tokenizer + scheduler config), FLIPBOOK_EMBEDS
+Types: FLIPBOOK_T2V (unet + vae + text encoder + tokenizer + scheduler config, and the attention
+patches it carries, e.g. from Flipbook FlipSketch Attention), FLIPBOOK_EMBEDS
 (prompt embeddings (1, 77, D)), FLIPBOOK_INVERSION (the inversion's latents Z_0..Z_T). Video
 latents travel as ComfyUI LATENT {"samples": (batch, channels, frames, h, w)}.
 """
@@ -14,7 +15,7 @@ from ..pipelines.diffusion.inversion import REDUCTIONS, invert_frames
 from ..pipelines.diffusion.text import encode_text
 from ..pipelines.diffusion.vae import POSTERIORS, VAE_RANGES, decode_latents
 from ..pipelines.errors import fail
-from ..pipelines.flipsketch import FLIPSKETCH_MODEL
+from ..pipelines.flipsketch.settings import FLIPSKETCH_MODEL
 from ._comfy import (FileList, check_interrupted, grad_enabled, intermediate_device, list_models, model_path, offload_device,
                      on_compute_device, progress_callback, torch_device)
 

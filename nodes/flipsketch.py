@@ -1,11 +1,14 @@
 """FlipSketch nodes: attention composition, frame alignment, the sampler, sketch clean-up.
 
-A sketch animation: Flipbook DDIM Invert (the sketch -> x_T^r) -> Flipbook FlipSketch Sampler
-(attention composition + frame alignment) -> Flipbook Video Decode -> Flipbook Sketch Binarise.
+A sketch animation: Flipbook DDIM Invert (the sketch -> x_T^r); the model through Flipbook FlipSketch
+Attention (which returns it carrying the composition, as ComfyUI's attention patches ride on a MODEL)
+into Flipbook FlipSketch Sampler (composition + frame alignment) -> Flipbook Video Decode -> Flipbook
+Sketch Binarise.
 """
 from __future__ import annotations
 
-from ..pipelines.flipsketch import COPIES, REFERENCES, FlipSketchAttention, FrameAlign, binarise_sketch, flipsketch_sample
+from ..pipelines.flipsketch.pipeline import binarise_sketch, flipsketch_sample
+from ..pipelines.flipsketch.settings import COPIES, REFERENCES, SAMPLING, FlipSketchAttention, FrameAlign
 from ._comfy import check_interrupted, progress_callback
 from .diffusion import on_device, to_intermediate
 from . import widgets as W
@@ -19,12 +22,15 @@ _FA = FrameAlign()
 class FlipbookFlipSketchAttention:
     DESCRIPTION = ("FlipSketch's dual attention composition (paper §4.3): the generation's spatial self-attention "
                    "takes the reference sketch's queries in its first N frames, and its temporal self-attention "
-                   "attends to the reference's frame-0 key, up-weighted by lambda. Installed by module name.")
+                   "attends to the reference's frame-0 key, up-weighted by lambda. Installed by module name. "
+                   "Wire the model through it: its model output carries the composition to the sampler "
+                   "(the model wired in is left as it was).")
     CATEGORY = CATEGORY
     FUNCTION = "make"
-    RETURN_TYPES = (ATTN_PATCH,)
-    RETURN_NAMES = ("attention",)
-    OUTPUT_TOOLTIPS = ("The composition settings for the FlipSketch sampler.",)
+    RETURN_TYPES = (ATTN_PATCH, T2V)
+    RETURN_NAMES = ("attention", "model")
+    OUTPUT_TOOLTIPS = ("The composition settings (for the sampler's optional attention input, as older workflows wire it).",
+                       "The model carrying the composition (a clone sharing the weights); empty without a model input.")
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -41,11 +47,14 @@ class FlipbookFlipSketchAttention:
             "reference": (list(REFERENCES), {"default": _FS.reference, "tooltip":
                           "copies: denoise N copies of the sketch noise as a clip (official code). single: denoise "
                           "it as one frame and repeat its queries (the paper's wording; cheaper, slightly different)."}),
+        }, "optional": {
+            "model": (T2V, {"tooltip": "The text-to-video model to carry the composition."}),
         }}
 
-    def make(self, lambda_, tau2, copies, spatial, temporal, reference):
-        return (FlipSketchAttention(lam=lambda_, tau2=tau2, copies=copies, spatial=spatial, temporal=temporal,
-                                    reference=reference),)
+    def make(self, lambda_, tau2, copies, spatial, temporal, reference, model=None):
+        patch = FlipSketchAttention(lam=lambda_, tau2=tau2, copies=copies, spatial=spatial, temporal=temporal,
+                                    reference=reference)
+        return (patch, None if model is None else model.with_patches(patch))
 
 
 class FlipbookFlipSketchAlign:
@@ -90,27 +99,28 @@ class FlipbookFlipSketchSampler:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "model": (T2V, {"tooltip": "FlipSketch's checkpoint (or any ModelScope-style T2V backbone)."}),
+            "model": (T2V, {"tooltip": "FlipSketch's checkpoint (or any ModelScope-style T2V backbone), through Flipbook "
+                            "FlipSketch Attention so that it carries the composition."}),
             "positive": (EMBEDS, {"tooltip": "The motion prompt, e.g. 'a cat is walking'."}),
             "reference": ("LATENT", {"tooltip": "The sketch's inverted noise x_T^r from Flipbook DDIM Invert."}),
-            "attention": (ATTN_PATCH, {"tooltip": "Flipbook FlipSketch Attention settings."}),
-            "frames": W.frames(10, "Frames per animation (app: 10).", min=2, max=64),
-            "steps": W.steps(25, "DDIM steps (app: 25)."),
-            "guidance": ("FLOAT", {"default": 9.0, "min": 0.0, "max": 30.0, "step": 0.1, "tooltip":
-                         "Classifier-free guidance (app: 9)."}),
-            "seeds": ("INT", {"default": 1, "min": 1, "max": 64, "tooltip": "Animations to make (app: 3)."}),
-            "seed": W.seed(0, "Seed of the first animation (animation s uses seed + s)."),
+            "frames": W.frames(SAMPLING.frames, "Frames per animation (app: 10).", min=2, max=64),
+            "steps": W.steps(SAMPLING.steps, "DDIM steps (app: 25)."),
+            "guidance": W.guidance(SAMPLING.guidance, "Classifier-free guidance (app: 9)."),
+            "seeds": ("INT", {"default": SAMPLING.seeds, "min": 1, "max": 64, "tooltip": "Animations to make (app: 3)."}),
+            "seed": W.seed(SAMPLING.seed, "Seed of the first animation (animation s uses seed + s)."),
             "seed_chunk": ("INT", {"default": 0, "min": 0, "max": 64, "tooltip":
                            "Animations per UNet call (memory); 0 = all at once. The result does not change."}),
             "frame_align": ("BOOLEAN", {"default": True, "tooltip":
                             "Iterative frame alignment (paper: on; official app: off). Settings: the align input."}),
         }, "optional": {
+            "attention": (ATTN_PATCH, {"tooltip": "Composition settings from Flipbook FlipSketch Attention, as older "
+                          "workflows wire them; they take the place of a composition the model carries."}),
             "negative": (EMBEDS, {"tooltip": "Negative prompt; default the empty prompt (app)."}),
             "align": (FRAME_ALIGN, {"tooltip": "Frame-alignment settings (default tau1 10, 10 iterations, lr 1e-3)."}),
         }}
 
-    def sample(self, model, positive, reference, attention, frames, steps, guidance, seeds, seed, seed_chunk,
-               frame_align, negative=None, align=None):
+    def sample(self, model, positive, reference, frames, steps, guidance, seeds, seed, seed_chunk, frame_align,
+               attention=None, negative=None, align=None):
         opts = (align or _FA) if frame_align else None
         with on_device(model, "unet", "text_encoder"):
             lat = flipsketch_sample(model, positive, reference["samples"], negative=negative, attention=attention,

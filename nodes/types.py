@@ -67,13 +67,14 @@ CPABMM_MODEL = _declare("FLIPBOOK_CPABMM_MODEL", ".pipelines.cpabmm.model:CPABMM
                         "a CPABMM motion-transfer model", "Flipbook CPABMM Loader")
 # --- diffusion (FlipSketch, ...) --------------------------------------------------------------------
 T2V = _declare("FLIPBOOK_T2V", ".pipelines.diffusion.backbone:T2VBackbone",
-               "a text-to-video backbone", "Flipbook T2V Loader / Tiny T2V")
+               "a text-to-video backbone, with the attention patches it carries",
+               "Flipbook T2V Loader / Tiny T2V / FlipSketch Attention")
 EMBEDS = _declare("FLIPBOOK_EMBEDS", "torch:Tensor", "prompt embeddings (1, 77, D)", "Flipbook Text Encode")
 INVERSION = _declare("FLIPBOOK_INVERSION", "builtins:dict",
                      "the DDIM inversion's latents Z_0..Z_T with their timesteps", "Flipbook DDIM Invert")
-ATTN_PATCH = _declare("FLIPBOOK_ATTN_PATCH", ".pipelines.flipsketch:FlipSketchAttention",
+ATTN_PATCH = _declare("FLIPBOOK_ATTN_PATCH", ".pipelines.flipsketch.settings:FlipSketchAttention",
                       "FlipSketch's attention-composition settings", "Flipbook FlipSketch Attention")
-FRAME_ALIGN = _declare("FLIPBOOK_FRAME_ALIGN", ".pipelines.flipsketch:FrameAlign",
+FRAME_ALIGN = _declare("FLIPBOOK_FRAME_ALIGN", ".pipelines.flipsketch.settings:FrameAlign",
                        "FlipSketch's frame-alignment settings", "Flipbook FlipSketch Frame Align")
 # --- poses, Animate-X ---------------------------------------------------------------------------
 POSES = _declare("FLIPBOOK_POSES", ".pipelines.pose:PoseSequence",

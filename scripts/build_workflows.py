@@ -11,7 +11,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 from workflow_format import build, node_specs  # noqa: E402
 
-from comfyui_flipbook.pipelines.flipsketch import FLIPSKETCH_MODEL  # noqa: E402
+from comfyui_flipbook.pipelines.flipsketch.settings import FLIPSKETCH_MODEL  # noqa: E402
 
 CHARACTER = "flipbook_character.png"
 DRIVING = "cpabmm_driving.webp"
@@ -119,10 +119,10 @@ WORKFLOWS["flipsketch"] = [
      "widgets": {"steps": 25, "guidance": 1.0, "repeat_frames": 5, "reduce": "mean_frames", "vae_range": "0_1",
                  "posterior": "sample", "size": 256, "seed": 0}},
     {"id": 5, "type": "FlipbookFlipSketchAttention", "pos": [420, 640], "size": [340, 216],
-     "title": "Attention composition"},
+     "title": "Attention composition", "links": {"model": (2, 0)}},
     {"id": 6, "type": "FlipbookFlipSketchAlign", "pos": [420, 880], "size": [340, 216], "title": "Frame alignment"},
     {"id": 7, "type": "FlipbookFlipSketchSampler", "pos": [820, 200], "size": [340, 398], "title": "FlipSketch sampler",
-     "links": {"model": (2, 0), "positive": (3, 0), "reference": (4, 0), "attention": (5, 0), "align": (6, 0)},
+     "links": {"model": (5, 1), "positive": (3, 0), "reference": (4, 0), "align": (6, 0)},
      "widgets": {"frames": 10, "steps": 25, "guidance": 9.0, "seeds": 1, "seed": 0}},
     {"id": 8, "type": "FlipbookVideoDecode", "pos": [1200, 200], "size": [340, 138], "title": "Decode frames",
      "links": {"model": (2, 0), "latent": (7, 0)}},

@@ -7,10 +7,12 @@ import pathlib
 import pytest
 import torch
 
-from comfyui_flipbook.pipelines.animatex import sampler as S
-from comfyui_flipbook.pipelines.animatex import text, weights
-from comfyui_flipbook.pipelines.animatex.configs import TINY
+from comfyui_flipbook.pipelines.animatex import pipeline as S
+from comfyui_flipbook.pipelines.animatex import settings, text, weights
+from comfyui_flipbook.pipelines.animatex.settings import TINY
 from comfyui_flipbook.pipelines.animatex.pipeline import AnimateXModel, Motion, build_motion, prepare
+from comfyui_flipbook.pipelines.diffusion.sampler import context_windows
+from comfyui_flipbook.pipelines.diffusion.scheduler import released_timesteps
 from comfyui_flipbook.pipelines.animatex.testmodels import openclip_text_state
 from comfyui_flipbook.pipelines.animatex.unet import build_unet
 from comfyui_flipbook.pipelines.errors import FlipbookInputError
@@ -80,24 +82,66 @@ def _inputs(model, poses, **kw):
 
 
 def test_released_timesteps_and_schedule():
-    ts = S.ddim_timesteps(30)
+    ts = released_timesteps(30)
     assert ts == list(range(991, 0, -33)) and len(ts) == 31 and ts[0] == 991 and ts[-1] == 1
-    ac = S.alphas_cumprod()
-    plain = S.alphas_cumprod(zero_terminal_snr=False)
+    ac = settings.alphas_cumprod()
+    plain = settings.alphas_cumprod(zero_terminal_snr=False)
     assert float(ac[-1]) == pytest.approx(0.0, abs=1e-12) and float(ac[0]) == pytest.approx(float(plain[0]), rel=1e-12)
     assert bool((ac[1:] < ac[:-1]).all())
     assert float(plain[0]) == pytest.approx(1 - 0.00085, rel=1e-9)
 
 
+def test_the_released_scheduler_walks_the_released_list():
+    """31 levels 991 ... 1 for "30 steps", each step spanning 33, the step from t = 1 landing on ᾱ_0
+    (the previous index clamped at 0, spec §1.5), on the release's float64 table."""
+    sched = S.released_scheduler(30)
+    ac = settings.alphas_cumprod()
+    assert sched.timesteps.tolist() == list(range(991, 0, -33)) and sched.stride == 33
+    assert sched.prediction_type == "v_prediction" and sched.alphas_cumprod.dtype == torch.float64
+    assert [float(a) for a in sched.levels(991)] == [float(ac[991]), float(ac[958])]
+    assert [float(a) for a in sched.levels(1)] == [float(ac[1]), float(ac[0])]
+
+
+def test_the_release_table_is_the_diffusers_zero_snr_config_in_float64():
+    """settings.SCHEDULER (v_prediction, rescale_betas_zero_snr) describes the same schedule; diffusers builds
+    it in float32, within 4e-5 (relative) of the release's float64 table, which the sampler keeps."""
+    from diffusers import DDIMScheduler
+
+    ac = settings.alphas_cumprod()
+    d = DDIMScheduler.from_config(settings.SCHEDULER).alphas_cumprod.double()
+    assert float(d[-1]) == float(ac[-1]) == 0.0
+    torch.testing.assert_close(d[:-1], ac[:-1], rtol=4e-5, atol=0)
+
+
+@pytest.mark.parametrize("eta", [0.0, 0.5])
+def test_the_step_is_the_released_arithmetic_to_the_bit(eta):
+    """Python floats from the float64 table, x0 from v, eps from x0, sigma from eta, the noise of a CPU
+    generator (spec §1.5; what the sampler computed before it joined the shared core)."""
+    import math
+
+    sched, ac = S.released_scheduler(30), settings.alphas_cumprod()
+    x, v = torch.randn(1, 4, 3, 8, 8), torch.randn(1, 4, 3, 8, 8)
+    for t in (991, 496, 1):
+        a, ap = float(ac[t]), float(ac[max(t - 33, 0)])
+        x0 = math.sqrt(a) * x - math.sqrt(1 - a) * v
+        eps = (x - math.sqrt(a) * x0) / math.sqrt(1 - a)
+        sigma = eta * math.sqrt((1 - ap) / (1 - a) * (1 - a / ap)) if eta > 0 else 0.0
+        want = math.sqrt(ap) * x0 + math.sqrt(max(1 - ap - sigma ** 2, 0.0)) * eps
+        if sigma > 0:
+            want = want + sigma * torch.randn(x.shape, generator=torch.Generator().manual_seed(t))
+        got = sched.step(v, torch.tensor(t), x, eta=eta, generator=torch.Generator().manual_seed(t))
+        assert torch.equal(got, want), t
+
+
 def test_context_windows_cover_and_overlap():
-    assert S.context_windows(10, 0, 8) == [list(range(10))]
-    assert S.context_windows(10, 12, 8) == [list(range(10))]
-    w = S.context_windows(120, 32, 8)
+    assert context_windows(10, 0, 8) == [list(range(10))]
+    assert context_windows(10, 12, 8) == [list(range(10))]
+    w = context_windows(120, 32, 8)
     assert w[0][0] == 0 and w[-1][-1] == 119 and all(len(x) == 32 for x in w)
     assert all(a[-8:] == b[:8] for a, b in zip(w[:-2], w[1:-1]))
     assert sorted(set(sum(w, []))) == list(range(120))
     with pytest.raises(FlipbookInputError, match="context_overlap"):
-        S.context_windows(10, 4, 4)
+        context_windows(10, 4, 4)
 
 
 def test_batched_cfg_equals_separate_branches(model, poses):
@@ -105,14 +149,14 @@ def test_batched_cfg_equals_separate_branches(model, poses):
     both = S.branch_conditions(model.unet, cond, hw)
     x = torch.randn(1, 4, F, *hw)
     t = torch.tensor([500, 500])
-    c1, u1 = S._split_branches(both, F)
+    u1, c1 = S.split_branches(both, F)
     with torch.inference_mode():
         vb = model.unet(x.repeat(2, 1, 1, 1, 1), t, both)
         vc = model.unet(x, t[:1], c1)
         vu = model.unet(x, t[:1], u1)
         a = S.sample(model.unet, cond, latent_hw=hw, seed=3, steps=1)
         b = S.sample(model.unet, cond, latent_hw=hw, seed=3, steps=1, batch_cfg=False)
-    assert torch.allclose(vb[0], vc[0], atol=1e-5) and torch.allclose(vb[1], vu[0], atol=1e-5)
+    assert torch.allclose(vb[1], vc[0], atol=1e-5) and torch.allclose(vb[0], vu[0], atol=1e-5)
     assert not torch.allclose(vc, vu, atol=1e-3)          # the conditioning matters
     assert torch.allclose(a, b, atol=1e-5)
 
@@ -145,7 +189,7 @@ def test_latent_reference_mode_uses_the_slot(model, poses):
     cond, hw = _inputs(model, poses, reference_mode="latent", encode_latent=StandInVAE().encode)
     assert cond.local_image is None and cond.ref_latent.shape == (4, *hw)
     both = S.branch_conditions(model.unet, cond, hw)
-    assert both["slot"][0].abs().sum() > 0 and both["slot"][1].abs().sum() == 0
+    assert both["slot"][1].abs().sum() > 0 and both["slot"][0].abs().sum() == 0     # uncond first, as cfg_batch reads
 
 
 def test_bad_inputs_raise_clear_errors(model, poses):

@@ -6,7 +6,7 @@ import os
 import pytest
 import torch
 
-from comfyui_flipbook.pipelines.animatex.configs import FULL, TINY
+from comfyui_flipbook.pipelines.animatex.settings import FULL, TINY
 from comfyui_flipbook.pipelines.animatex.ipi import sinusoid_table
 from comfyui_flipbook.pipelines.animatex.unet import build_unet, count_parameters
 from comfyui_flipbook.pipelines.animatex import weights

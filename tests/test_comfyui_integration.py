@@ -32,6 +32,10 @@ PACK_NAME = "ComfyUI-Flipbook"          # the custom_nodes folder name, also the
 COMFYUI_PATH = os.environ.get("COMFYUI_PATH", "")
 COMFYUI_PYTHON = os.environ.get("COMFYUI_PYTHON") or sys.executable
 CHROMIUM = os.environ.get("FLIPBOOK_CHROMIUM", "/usr/bin/chromium")
+# another frontend than the one ComfyUI's requirements pin, e.g. the newest comfyui-frontend-package
+# (pip install --target DIR comfyui-frontend-package==1.58.*; DIR/comfyui_frontend_package/static)
+FRONTEND_ROOT = os.environ.get("FLIPBOOK_FRONTEND_ROOT", "")
+RELEASES = sorted((REPO / "tests" / "interface").glob("release-*"))
 START_TIMEOUT = 300.0                    # s, importing ComfyUI and the pack on a busy 2-core CPU
 PROMPT_TIMEOUT = 600.0                   # s, per workflow, tiny models on a CPU
 UI_WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
@@ -139,6 +143,8 @@ def server(tmp_path_factory):
     env["FLIPBOOK_STRICT_IMPORT"] = "1"
     cmd = [COMFYUI_PYTHON, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
            "--base-directory", str(base), "--database-url", "sqlite:///:memory:", "--disable-auto-launch"]
+    if FRONTEND_ROOT:
+        cmd += ["--front-end-root", FRONTEND_ROOT]
     with open(log, "wb") as fh:
         proc = subprocess.Popen(cmd, cwd=COMFYUI_PATH, stdout=fh, stderr=subprocess.STDOUT, env=env,
                                 start_new_session=True)
@@ -280,6 +286,25 @@ def test_api_workflow_runs_in_comfyui(server, path):
           f"{sorted(outputs)}")
 
 
+OLD_API = [p for r in RELEASES for p in sorted((r / "api").glob("*.json"))]
+
+
+@pytest.mark.parametrize("path", [p for p in OLD_API if p.stem in ("animatex", "flipsketch")],
+                         ids=lambda p: f"{p.parent.parent.name}/{p.stem}")
+def test_previous_release_api_prompt_is_migrated_and_runs(server, path):
+    """An API client that still sends a prompt saved against an older release (renamed widgets: cfg,
+    weight_dtype, iters) gets it migrated by the pack's on-prompt handler, and it runs."""
+    prompt = json.loads(path.read_text())
+    outputs = _check_history(server, f"old {path.name}", server.run_prompt(prompt, f"old {path.name}"))
+    print(f"[comfyui] {path.parent.parent.name}/{path.name}: migrated and ran, outputs from nodes {sorted(outputs)}")
+
+
+def test_migration_table_route(server):
+    from comfyui_flipbook.nodes.migrations import frontend_table
+
+    assert server.get("/flipbook/migrations") == frontend_table()
+
+
 def test_template_route_lists_shipped_workflows(server):
     assert UI_WORKFLOWS, f"no UI-format workflows in {REPO / 'workflows'}"
     others = [n for n in TEMPLATE_FOLDER_NAMES if n != TEMPLATE_FOLDER and (REPO / n).is_dir()]
@@ -377,6 +402,34 @@ def test_frontend_loads_every_workflow(server, object_info, browser_page, tmp_pa
                               f"(frontend, file): {json.dumps(diff, indent=1)[:4000]}")
         print(f"[comfyui] frontend: {path.name} loaded ({len(wf['nodes'])} nodes), "
               f"graphToPrompt -> {len(prompt)} nodes; screenshot {shot}")
+    assert not page.page_errors, f"uncaught errors in the page: {page.page_errors}"
+
+
+def test_frontend_loads_previous_release_workflows(server, object_info, browser_page):
+    """The previous release's UI files load with no missing node and the frontend's prompt is that
+    release's API twin migrated (widgets added since keep their defaults)."""
+    from comfyui_flipbook.nodes.migrations import migrate_api_prompt
+
+    page = browser_page
+    for release in RELEASES:
+        for path in sorted(release.glob("*.json")):
+            wf = json.loads(path.read_text())
+            page.evaluate("async (wf) => { await app.loadGraphData(wf); }", wf)
+            state = page.evaluate(_CHECK_LOADED, wf)
+            assert not state["unregistered"] and not state["broken"], f"{release.name}/{path.name}: {state}"
+            prompt = page.evaluate("async () => (await app.graphToPrompt()).output")
+            api = migrate_api_prompt(json.loads((release / "api" / path.name).read_text()))
+            for nid, node in prompt.items():
+                want = api[nid]["inputs"]
+                declared = {**object_info[node["class_type"]]["input"].get("required", {}),
+                            **object_info[node["class_type"]]["input"].get("optional", {})}
+                extra = {k: v for k, v in node["inputs"].items() if k not in want}
+                assert {k: v for k, v in node["inputs"].items() if k in want} == want, (
+                    f"{release.name}/{path.name} node {nid}: {node['inputs']} != {want}")
+                for k, v in extra.items():
+                    assert len(declared[k]) > 1 and declared[k][1].get("default") == v, (
+                        f"{release.name}/{path.name} node {nid}: new input {k}={v!r} is not its default")
+            print(f"[comfyui] frontend: {release.name}/{path.name} loads and migrates")
     assert not page.page_errors, f"uncaught errors in the page: {page.page_errors}"
 
 

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from comfyui_flipbook.pipelines import flipsketch as FS
+from comfyui_flipbook.pipelines.flipsketch import attention as FSA
 from comfyui_flipbook.pipelines.diffusion.attention import ReferenceStore, attention_modules, attention_role, patched
 from comfyui_flipbook.pipelines.diffusion.backbone import tiny_t2v
 from comfyui_flipbook.pipelines.diffusion.text import encode_text, null_embeds
@@ -54,13 +55,13 @@ def test_lambda_raises_attention_on_reference_key_with_query_frame(bb, prompt, m
     """C^T: the reference-key logit of query frame j is scaled by (1 + lambda j / 50), so (for a positive
     logit) frame j attends more to the reference the later it is; nothing else changes."""
     logits = {}
-    real_finish = FS.finish
+    real_finish = FSA.finish
 
     def spy(attn, s, v, ctx):
         logits[id(attn)] = s.clone()                 # the last call: the USE pass
         return real_finish(attn, s, v, ctx)
 
-    monkeypatch.setattr(FS, "finish", spy)
+    monkeypatch.setattr(FSA, "finish", spy)
     x = _x((1, 4, 6, 8, 8))
     temporal = bb.unet.transformer_in.transformer_blocks[0].attn1
     s = {}
@@ -81,13 +82,13 @@ def test_lambda_raises_attention_on_reference_key_with_query_frame(bb, prompt, m
 def test_sixteen_frames_dispatch_by_name(bb, prompt, monkeypatch):
     """Official shape dispatch misroutes the mid block's 4x4 = 16-token spatial attention at 16 frames."""
     seen = []
-    real_call = FS.FlipSketchProcessor.__call__
+    real_call = FSA.FlipSketchProcessor.__call__
 
     def spy(self, attn, hidden_states, *a, **kw):
         seen.append((self.role, self.store.mode, tuple(hidden_states.shape)))
         return real_call(self, attn, hidden_states, *a, **kw)
 
-    monkeypatch.setattr(FS.FlipSketchProcessor, "__call__", spy)
+    monkeypatch.setattr(FSA.FlipSketchProcessor, "__call__", spy)
     lat = FS.flipsketch_sample(bb, prompt, _x((1, 4, 1, 8, 8)), attention=FS.FlipSketchAttention(tau2=0),
                                frames=16, steps=1)
     assert lat.shape == (1, 4, 16, 8, 8) and torch.isfinite(lat).all()
@@ -196,7 +197,7 @@ def test_cancel_inside_frame_alignment_stops_at_once_and_unpatches(bb, prompt):
         hook.remove()
     assert at_raise == [3] and len(calls) == 3 and steps_done == []
     assert {n: m.processor for n, (m, _) in attention_modules(bb.unet).items()} == procs
-    assert not any(isinstance(p, FS.FlipSketchProcessor) for p in procs.values())
+    assert not any(isinstance(p, FSA.FlipSketchProcessor) for p in procs.values())
 
 
 def test_sampler_seeds_chunks_and_negative(bb, prompt):
@@ -228,6 +229,38 @@ def test_bad_inputs(bb, prompt):
         FS.FlipSketchAttention(lam=float("nan"))
 
 
+def test_the_patched_model_samples_exactly_as_the_attention_input_did(bb, prompt):
+    """Patches ride on the model: sampling a model that carries the composition equals, bit for bit,
+    the older route (an unpatched model and the settings wired into the sampler); a wired attention
+    takes the place of the one the model carries."""
+    x_r = _x((1, 4, 1, 8, 8), 3)
+    attn = FS.FlipSketchAttention(lam=0.7, tau2=1)
+    kw = dict(align=FS.FrameAlign(tau1=1, iters=1), frames=3, steps=2, seeds=2, seed=4)
+    legacy = FS.flipsketch_sample(bb, prompt, x_r, attention=attn, **kw)
+    carried = FS.flipsketch_sample(bb.with_patches(attn), prompt, x_r, **kw)
+    assert torch.equal(carried, legacy)
+    replaced = FS.flipsketch_sample(bb.with_patches(FS.FlipSketchAttention(lam=0.0, tau2=0)), prompt, x_r,
+                                    attention=attn, **kw)
+    assert torch.equal(replaced, legacy)
+    plain = FS.flipsketch_sample(bb, prompt, x_r, **kw)
+    assert (plain - legacy).abs().max() > 1e-3
+
+
+def test_the_attention_node_leaves_its_input_model_unpatched(inference):
+    from comfyui_flipbook.nodes.diffusion import FlipbookTinyT2V
+    from comfyui_flipbook.nodes.flipsketch import FlipbookFlipSketchAttention
+
+    (model,) = FlipbookTinyT2V().build(0, "2")
+    procs = {n: m.processor for n, (m, _) in attention_modules(model.unet).items()}
+    attn, patched_model = FlipbookFlipSketchAttention().make(0.5, 15, "shrinking", True, True, "copies", model)
+    assert model.patches == () and patched_model.patches == (attn,)
+    assert patched_model is not model and patched_model.unet is model.unet
+    assert {n: m.processor for n, (m, _) in attention_modules(model.unet).items()} == procs   # nothing installed yet
+    _, again = FlipbookFlipSketchAttention().make(0.1, 15, "shrinking", True, True, "copies", patched_model)
+    assert again.patches[0].lam == 0.1 and len(again.patches) == 1 and patched_model.patches == (attn,)
+    assert FlipbookFlipSketchAttention().make(0.5, 15, "shrinking", True, True, "copies")[1] is None
+
+
 def test_binarise_sketch():
     img = torch.full((2, 8, 8, 3), 0.9)
     img[:, 2:4, 2:6] = 0.1
@@ -248,14 +281,14 @@ def test_nodes_under_inference_mode(inference):
     img = torch.ones(1, 16, 16, 3)
     img[:, 4:12, 6:8] = 0
     noise, _ = FlipbookDDIMInvert().invert(model, img, 2, 1.0, 2, "mean_frames", "0_1", "sample", 0, 0)
-    (attn,) = FlipbookFlipSketchAttention().make(0.5, 1, "shrinking", True, True, "copies")
+    (attn, patched_model) = FlipbookFlipSketchAttention().make(0.5, 1, "shrinking", True, True, "copies", model)
     (align,) = FlipbookFlipSketchAlign().make(True, 1, 2, 1e-3, True, 1)
     sampler = FlipbookFlipSketchSampler()
-    (lat,) = sampler.sample(model, pos, noise, attn, 3, 1, 9.0, 1, 0, 0, True, align=align)
-    (off,) = sampler.sample(model, pos, noise, attn, 3, 1, 9.0, 1, 0, 0, False, align=align)
+    (lat,) = sampler.sample(patched_model, pos, noise, 3, 1, 9.0, 1, 0, 0, True, align=align)
+    (off,) = sampler.sample(patched_model, pos, noise, 3, 1, 9.0, 1, 0, 0, False, align=align)
     assert lat["samples"].shape == (1, 4, 3, 8, 8) and (lat["samples"] - off["samples"]).abs().max() > 0
     with pytest.raises(FlipbookInputError, match="attention"):
-        sampler.sample(model, pos, noise, "nope", 3, 2, 9.0, 1, 0, 0, False)
+        sampler.sample(model, pos, noise, 3, 2, 9.0, 1, 0, 0, False, attention="nope")
 
 
 def test_sampler_node_holds_the_compute_device_only_while_it_runs(inference, monkeypatch):
@@ -282,11 +315,11 @@ def test_sampler_node_holds_the_compute_device_only_while_it_runs(inference, mon
     try:
         (pos,) = FlipbookTextEncode().encode(model, "a cat")
         assert where == {"text_encoder": "offload"} and not during
-        (attn,) = NF.FlipbookFlipSketchAttention().make(0.5, 1, "shrinking", True, True, "copies")
+        (attn, _) = NF.FlipbookFlipSketchAttention().make(0.5, 1, "shrinking", True, True, "copies")
         (align,) = NF.FlipbookFlipSketchAlign().make(True, 1, 50, 1e-3, True, 1)
         ref = {"samples": _x((1, 4, 1, 8, 8))}
         sampler = NF.FlipbookFlipSketchSampler()
-        (lat,) = sampler.sample(model, pos, ref, attn, 3, 1, 9.0, 1, 0, 0, False)
+        (lat,) = sampler.sample(model, pos, ref, 3, 1, 9.0, 1, 0, 0, False, attention=attn)
         assert during and all(d == {"unet": "compute", "text_encoder": "compute"} for d in during)
         assert where == {"unet": "offload", "text_encoder": "offload"} and torch.isfinite(lat["samples"]).all()
         polls = []
@@ -299,7 +332,7 @@ def test_sampler_node_holds_the_compute_device_only_while_it_runs(inference, mon
         monkeypatch.setattr(NF, "check_interrupted", cancel)
         calls.clear()
         with pytest.raises(_Cancel):
-            sampler.sample(model, pos, ref, attn, 3, 2, 9.0, 1, 0, 0, True, align=align)
+            sampler.sample(model, pos, ref, 3, 2, 9.0, 1, 0, 0, True, attention=attn, align=align)
     finally:
         hook.remove()
     assert len(calls) == 3 and where == {"unet": "offload", "text_encoder": "offload"}

@@ -1,5 +1,12 @@
 """Animate-X end to end, minus ComfyUI: model bundle, input preparation, motion (IPI inputs), sampling.
 
+Sampling as released (spec §1.5): v-prediction, the zero-terminal-SNR ``linear_sd`` schedule, DDIM over
+``1 + arange(0, 1000, 1000 // steps)`` (31 UNet steps for "30"), classifier-free guidance 2.5 with
+everything zeroed in the unconditional branch, offset noise 0.1, through the pack's one DDIM loop.
+Additions (interpretations, spec §1.6, §3.1): both guidance branches run as one batch; all
+conditioning is computed once before the loop (finding 8); sequences longer than a window are
+sampled in overlapping context windows whose v-predictions are averaged.
+
 Used by nodes/animatex.py, the tests and the benchmark. The CLIP image encoder and the VAE are
 passed in as callables, so ComfyUI's CLIP_VISION / VAE objects, stand-ins in tests, or anything
 else with the same behaviour can serve.
@@ -12,10 +19,12 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from ..diffusion.sampler import cfg_batch, context_windows, ddim_loop, guide, initial_noise, over_windows
+from ..diffusion.scheduler import DDIM, released_timesteps
 from ..errors import check_image, check_mask, fail
 from ..pose import PoseSequence, render_poses
-from .configs import AnimateXConfig
-from .sampler import Conditioning, sample
+from ..progress import Check, StepCallback
+from .settings import NUM_TIMESTEPS, SAMPLING, AnimateXConfig, alphas_cumprod
 from .unet import AnimateXUNet
 
 REFERENCE_MODES = ("local_image", "latent", "both")
@@ -45,6 +54,49 @@ class Motion:
     def frames(self) -> int:
         return int(self.keypoints.shape[0]) - 1
 
+
+@dataclass
+class Conditioning:
+    """What the sampler feeds the UNet besides noise: one animation's inputs, already prepared.
+
+    zero_y (1, T, C); clip_ref (clip_dim,); clip_frames (F+1, clip_dim) reference first;
+    keypoints (F+1, 2, 18) reference first; pose_images (F, 3, H, W) 0..1; local_image (3, H, W)
+    0..1 or None; ref_latent (4, h, w) scaled VAE latent or None; ref_pose_image (3, H, W) or None.
+    """
+    zero_y: torch.Tensor
+    clip_ref: torch.Tensor
+    clip_frames: torch.Tensor
+    keypoints: torch.Tensor
+    pose_images: torch.Tensor
+    local_image: torch.Tensor | None = None
+    ref_latent: torch.Tensor | None = None
+    ref_pose_image: torch.Tensor | None = None
+
+    @property
+    def frames(self) -> int:
+        return int(self.pose_images.shape[0])
+
+    def check(self, clip_dim: int, context_dim: int) -> None:
+        f = self.frames
+        if self.keypoints.shape != (f + 1, 2, 18):
+            fail("motion", f"keypoints for the reference + {f} pose frames, shape ({f + 1}, 2, 18)",
+                 f"{tuple(self.keypoints.shape)} (pose count != frame count?)")
+        if self.clip_frames.shape[0] != f + 1:
+            fail("motion", f"CLIP features of the reference + {f} driving frames",
+                 f"{self.clip_frames.shape[0]} (pose count != frame count?)")
+        if self.clip_frames.shape[-1] != clip_dim or self.clip_ref.shape[-1] != clip_dim:
+            fail("clip_vision", f"a CLIP vision model with {clip_dim}-d image embeddings "
+                 "(CLIP-ViT-H-14-laion2B-s32B-b79K for the released checkpoint)", f"{self.clip_frames.shape[-1]}-d")
+        if self.zero_y.dim() != 3 or self.zero_y.shape[-1] != context_dim:
+            fail("zero_y", f"text tokens (1, T, {context_dim}) from the model's text encoder", f"{tuple(self.zero_y.shape)}")
+
+    def window(self, idx: list[int]) -> "Conditioning":
+        sel = [0] + [i + 1 for i in idx]
+        return Conditioning(self.zero_y, self.clip_ref, self.clip_frames[sel], self.keypoints[sel],
+                            self.pose_images[idx], self.local_image, self.ref_latent, self.ref_pose_image)
+
+
+# --- inputs --------------------------------------------------------------------------------------------
 
 def _rgb(name: str, image: torch.Tensor) -> torch.Tensor:
     image = check_image(name, image)
@@ -142,6 +194,84 @@ def prepare(model: AnimateXModel, reference: torch.Tensor, pose_images: torch.Te
                         keypoints=motion.keypoints, pose_images=_resize(poses, hw), local_image=local,
                         ref_latent=ref_latent, ref_pose_image=ref_pose)
     return cond, (height // 8, width // 8)
+
+
+# --- sampling ------------------------------------------------------------------------------------------
+
+def branch_conditions(model: AnimateXUNet, c: Conditioning, latent_hw: tuple[int, int]) -> dict:
+    """Unconditional and conditional conditioning stacked as a batch of 2 (unconditional first, as
+    :func:`cfg_batch` reads it)."""
+    f = c.frames
+    cond = model.conditions(
+        batch=1, frames=f, latent_hw=latent_hw, zero_y=c.zero_y, clip_ref=c.clip_ref[None],
+        local_image=None if c.local_image is None else c.local_image[None],
+        pose_images=c.pose_images.permute(1, 0, 2, 3)[None], keypoints=c.keypoints[None],
+        clip_frames=c.clip_frames[None],
+        ref_latent=None if c.ref_latent is None else c.ref_latent[None],
+        ref_pose_image=None if c.ref_pose_image is None else c.ref_pose_image[None])
+    # the release's unconditional branch: image, local_image, dwpose, pose_embeddings (and randomref) None
+    uncond = model.conditions(batch=1, frames=f, latent_hw=latent_hw, zero_y=c.zero_y)
+    return {k: torch.cat([uncond[k], cond[k]]) for k in cond}
+
+
+def split_branches(both: dict, frames: int) -> tuple[dict, dict]:
+    """The batch of 2 from :func:`branch_conditions` as ``(uncond, cond)`` batches of 1 (motion is
+    (2*(F+1), ...))."""
+    n = {k: (frames + 1 if k == "motion" else 1) for k in both}
+    return ({k: v[:n[k]] for k, v in both.items()}, {k: v[n[k]:] for k, v in both.items()})
+
+
+def released_scheduler(steps: int) -> DDIM:
+    """The release's DDIM (spec §1.5): float64 ᾱ table, timesteps 1 + k * (1000 // steps) descending,
+    v-prediction, the level below t = 0 being ᾱ_0 (the previous index clamped at 0)."""
+    ac = alphas_cumprod()
+    return DDIM(ac, torch.tensor(released_timesteps(steps, NUM_TIMESTEPS)), NUM_TIMESTEPS // int(steps), ac[0],
+                "v_prediction")
+
+
+@torch.no_grad()
+def sample(model: AnimateXUNet, c: Conditioning, *, latent_hw: tuple[int, int], seed: int = SAMPLING.seed,
+           steps: int = SAMPLING.steps, guidance: float = SAMPLING.guidance, eta: float = SAMPLING.eta,
+           noise_offset: float = SAMPLING.noise_offset, context_frames: int = SAMPLING.context_frames,
+           context_overlap: int = SAMPLING.context_overlap, cache_conditions: bool = True,
+           batch_cfg: bool = SAMPLING.batch_cfg, callback: StepCallback | None = None,
+           check: Check | None = None) -> torch.Tensor:
+    """Sample one animation: returns latents (F, 4, h, w) in the UNet's (scaled) space.
+
+    ``cache_conditions=False`` recomputes the conditioning at every step (what a straightforward
+    port does; the benchmark's baseline): the result is the same. ``batch_cfg=False`` runs the two
+    guidance branches one after the other (half the activation memory, same result).
+    """
+    # 1. Check inputs
+    cfg = model.cfg
+    c.check(cfg.clip_dim, cfg.context_dim)
+    f = c.frames
+    # 2. Timesteps, and the starting noise with its offset noise (spec §1.5); eta's noise from seed + 1
+    scheduler = released_scheduler(steps)
+    x = initial_noise((cfg.in_dim, f, *latent_hw), seed, offset=noise_offset, device=model.device,
+                      dtype=torch.float32)
+    generator = torch.Generator().manual_seed((int(seed) + 1) % 2 ** 64)
+    # 3. Conditioning of every context window, once (it does not depend on t, finding 8)
+    windows = context_windows(f, context_frames, context_overlap)
+
+    def conditions(k: int) -> dict:
+        return branch_conditions(model, c.window(windows[k]), latent_hw)
+
+    cached = [conditions(k) for k in range(len(windows))] if cache_conditions else None
+
+    # 4. The guided v-prediction of one window, averaged over windows
+    def predict(x_w: torch.Tensor, t, k: int) -> torch.Tensor:
+        both = cached[k] if cached is not None else conditions(k)
+        tt = torch.full((2,), int(t), device=x_w.device, dtype=torch.long)
+        if batch_cfg:
+            return cfg_batch(lambda x2, _: model(x2, tt, both).float(), x_w, t, guidance)
+        uncond, cond = split_branches(both, x_w.shape[2])
+        return guide(model(x_w, tt[:1], uncond).float(), model(x_w, tt[:1], cond).float(), guidance)
+
+    # 5. Denoising loop
+    x = ddim_loop(over_windows(predict, windows), x, scheduler, eta=eta, generator=generator,
+                  callback=callback, check=check)
+    return x[0].permute(1, 0, 2, 3).contiguous()
 
 
 def animate(model: AnimateXModel, cond: Conditioning, latent_hw: tuple[int, int], **kw) -> torch.Tensor:

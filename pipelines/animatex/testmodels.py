@@ -23,7 +23,7 @@ from dataclasses import replace
 
 import torch
 
-from .configs import RELEASED_CHECKPOINT, TINY
+from .settings import RELEASED_CHECKPOINT, TINY
 from .unet import build_unet
 from .weights import save_unet
 

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from .configs import AnimateXConfig
+from .settings import AnimateXConfig
 from .ipi import MotionResampler, PoseSequenceEncoder
 
 # Torch's fused attention kernels limit the batch dimension on some devices; temporal attention

@@ -17,7 +17,7 @@ import os
 import torch
 
 from ..errors import FlipbookInputError
-from .configs import FULL, AnimateXConfig
+from .settings import FULL, AnimateXConfig
 from .unet import AnimateXUNet, build_unet
 
 POS_TABLE_KEY = "pose_embedding_before.pos_embed.pos_table"

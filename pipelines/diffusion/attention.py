@@ -8,16 +8,20 @@ Every diffusers ``Attention`` module in a UNet gets an :class:`AttnRole` derived
   frames) or cross-attention to the text (attn2 of spatial blocks);
 * ``block``: ``in``/``down``/``mid``/``up`` and the block ``level``.
 
-A patch is an object with ``processor(role, inner) -> processor | None``. :func:`patched` asks every
-patch about every module, in order; a patch that answers wraps ``inner`` (the processor installed
-before it, which it may call), so patches compose, and leaving the context restores the model
-exactly. Patches that pass information between UNet calls (save/use) share a :class:`ReferenceStore`.
+What a model carries (FLIPBOOK_T2V's ``patches``) is an :class:`AttentionPatch`: frozen settings that
+``bind(store)`` for one run to an installer with ``processor(role, inner) -> processor | None``.
+:func:`patched` asks every installer about every module, in order; one that answers wraps ``inner``
+(the processor installed before it, which it may call), so patches compose, and leaving the context
+restores the model exactly. Patches that pass information between UNet calls (save/use) share the
+run's :class:`ReferenceStore`; the sampler that drives them sets its phases, any other loop leaves it
+``off``, where a patch must pass its inner processor through untouched.
 """
 from __future__ import annotations
 
 import contextlib
 import re
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
 
@@ -85,6 +89,15 @@ def patched(model: torch.nn.Module, *patches):
         for name, (module, _) in mods.items():
             if module.processor is not saved[name]:
                 module.set_processor(saved[name])
+
+
+class Installer(Protocol):
+    def processor(self, role: AttnRole, inner): ...
+
+
+class AttentionPatch(Protocol):
+    """A patch as a model carries it (e.g. FlipSketch's composition settings)."""
+    def bind(self, store: "ReferenceStore") -> Installer: ...
 
 
 @dataclass

@@ -7,6 +7,8 @@ FlipSketch's ``lora/*.pt`` pickles are never read.
 """
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import os
 import tempfile
@@ -16,6 +18,7 @@ import torch
 
 from ..devices import resolve_dtype
 from ..errors import FlipbookInputError
+from .attention import ReferenceStore, patched
 
 # spec §3.1: the configs of the tiny random backbone (one builder for the whole pack).
 TINY_SCHEDULER = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
@@ -40,7 +43,12 @@ COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 @dataclass
 class T2VBackbone:
     """A text-to-video model bundle (ComfyUI type FLIPBOOK_T2V). ``scheduler_config`` is a plain
-    dict from which every loop builds its own DDIM (inverse) scheduler."""
+    dict from which every loop builds its own DDIM (inverse) scheduler.
+
+    ``patches``: the attention patches the model carries, as a ComfyUI MODEL carries its
+    ``set_model_attn1_replace`` patches. :meth:`with_patches` returns a clone that shares the modules;
+    every loop installs what its model carries for the length of one run (:meth:`installed`).
+    """
     unet: torch.nn.Module
     vae: torch.nn.Module
     text_encoder: torch.nn.Module
@@ -48,7 +56,27 @@ class T2VBackbone:
     scheduler_config: dict
     dtype: torch.dtype = torch.float32
     name: str = ""
+    patches: tuple = ()
     _null_embeds: dict = field(default_factory=dict, repr=False)
+
+    def with_patches(self, *patches) -> "T2VBackbone":
+        """A shallow clone (same modules, same caches) that also carries ``patches``; one of a kind the
+        model already carries takes its place (one patch per kind, as ComfyUI keeps one per block)."""
+        kinds = {type(p) for p in patches}
+        kept = tuple(p for p in self.patches if type(p) not in kinds)
+        return dataclasses.replace(self, patches=kept + tuple(patches))
+
+    def patch(self, kind: type):
+        """The carried patch of type ``kind``, or None."""
+        return next((p for p in self.patches if isinstance(p, kind)), None)
+
+    @contextlib.contextmanager
+    def installed(self, store: ReferenceStore | None = None):
+        """``with model.installed(store):`` the carried patches, bound to ``store`` (one run's saved
+        tensors), sit on the UNet's attention modules; leaving restores the UNet exactly."""
+        store = ReferenceStore() if store is None else store
+        with patched(self.unet, *(p.bind(store) for p in self.patches)):
+            yield store
 
     @property
     def device(self) -> torch.device:

@@ -5,7 +5,7 @@ import torch
 
 from ..errors import check_image, check_range, fail
 from ..progress import Check, StepCallback
-from .ddim import cfg_eps, ddim_invert
+from .sampler import ddim_invert, t2v_denoiser
 from .text import null_embeds
 from .vae import encode_frames, resize_frames
 
@@ -24,7 +24,8 @@ def invert_frames(backbone, image: torch.Tensor, embeds: torch.Tensor | None = N
     ``embeds`` (default: the empty prompt). ``guidance`` != 1 mixes in ``negative`` (default: the empty
     prompt) by classifier-free guidance; at 1 only one branch runs (FlipSketch's two branches are
     both the empty prompt, so this is the same result at half the cost, spec §1.2).
-    ``reduce="mean_frames"`` averages the frames of every Z_k (FlipSketch's x_T^r).
+    ``reduce="mean_frames"`` averages the frames of every Z_k (FlipSketch's x_T^r). Attention patches
+    the backbone carries are installed and stay passive (their sampler is not running).
 
     Returns ``(x_T, trajectory)`` with x_T of shape (1, C, F', h, w) and trajectory
     ``{"latents": [Z_0..Z_T], "timesteps": (T,), "scheduler_config": dict, "steps": T}``.
@@ -46,8 +47,9 @@ def invert_frames(backbone, image: torch.Tensor, embeds: torch.Tensor | None = N
     uncond = None
     if float(guidance) != 1.0:
         uncond = null_embeds(backbone) if negative is None else negative.to(backbone.device, backbone.dtype)
-    traj, timesteps = ddim_invert(cfg_eps(backbone.unet, cond, uncond, float(guidance)), z0,
-                                  backbone.scheduler_config, int(steps), callback, check)
+    with backbone.installed():       # what the model carries, passed through (no sampler drives it here)
+        traj, timesteps = ddim_invert(t2v_denoiser(backbone.unet, cond, uncond, float(guidance)), z0,
+                                      backbone.scheduler_config, int(steps), callback, check)
     if reduce == "mean_frames":
         traj = [z.mean(dim=2, keepdim=True) for z in traj]
     return traj[-1], {"latents": traj, "timesteps": timesteps, "scheduler_config": dict(backbone.scheduler_config),
