@@ -11,21 +11,16 @@ from typing import Callable
 
 def find_test_model_writers() -> dict[str, Callable[[str], list[str]]]:
     """Every method's tiny-random-model writer, found the way nodes/__init__.py finds node families:
-    ``write_test_models`` in ``pipelines/<method>/testmodels.py``, or in a method that is still one
-    module (``pipelines/<method>.py``). Each writes, under a ComfyUI models folder, exactly the files
-    and layouts that the shipped workflows name in their loaders."""
+    ``write_test_models`` in the ``testmodels`` module of each package under pipelines/. Each writes,
+    under a ComfyUI models folder, exactly the files and layouts that the shipped workflows name in
+    their loaders."""
     from . import pipelines
 
     writers = {}
     for info in sorted(pkgutil.iter_modules(pipelines.__path__), key=lambda m: m.name):
-        name = f"{pipelines.__name__}.{info.name}"
-        if info.ispkg:
-            if importlib.util.find_spec(f"{name}.testmodels") is None:
-                continue
-            name += ".testmodels"
-        write = getattr(importlib.import_module(name), "write_test_models", None)
-        if callable(write):
-            writers[name] = write
+        name = f"{pipelines.__name__}.{info.name}.testmodels"
+        if info.ispkg and importlib.util.find_spec(name) is not None:
+            writers[name] = importlib.import_module(name).write_test_models
     return writers
 
 
