@@ -41,7 +41,7 @@ def _best(fn, repeat, budget_s=0.0):
 
 
 def _inputs(size):
-    from comfyui_flipbook.pipelines.clipart import demo_inputs
+    from comfyui_flipbook.pipelines.flexiclip import demo_inputs
 
     image, sk = demo_inputs()
     if tuple(image.shape[:2]) != (size, size):
@@ -74,10 +74,11 @@ def _chain(image, sk, max_area, targets):
 
 def run_size(size, frames, repeat, area_256=30.0, label=None):
     from comfyui_flipbook.pipelines.bezier import preset_trajectory
-    from comfyui_flipbook.pipelines.clipart import triangle_area
+    from comfyui_flipbook.pipelines.flexiclip import triangle_area
     from comfyui_flipbook.pipelines.deform import MeshDeformer
     from comfyui_flipbook.pipelines.mesh import build_mesh
-    from comfyui_flipbook.pipelines.render import draw_order, rasterize, render_mesh
+    from comfyui_flipbook.pipelines.raster import rasterize
+    from comfyui_flipbook.pipelines.render import draw_order, render_mesh
 
     image, sk = _inputs(size)
     max_area = triangle_area((size, size), area_256) if label is None else area_256

@@ -5,10 +5,12 @@ import json
 
 import torch
 
-from ..pipelines import bezier, keypoints
-from ..pipelines.clipart import Animation, deform_animation, render_animation, triangle_area
-from ..pipelines.errors import check_image, fail
-from ..pipelines.mesh import build_mesh
+from ..pipelines import bezier, keypoints, pose
+from ..pipelines.flexiclip import Animation, deform_animation, render_animation, triangle_area
+from ..pipelines.flexiclip import settings as clip
+from ..pipelines.errors import check_image
+from ..pipelines.deform import METHODS
+from ..pipelines.mesh import BACKENDS, build_mesh
 from ..pipelines.metrics import animation_metrics
 from ..pipelines.preview import draw_preview
 from ._comfy import progress_callback
@@ -82,12 +84,10 @@ class FlipbookKeypointsFromPose:
 
     def build(self, pose_keypoint, person, frame, merge_face, min_confidence, image=None):
         canvas = _canvas(image) if image is not None else None
-        sks = keypoints.skeletons_from_pose(pose_keypoint, person=person, merge_face=merge_face,
-                                            min_confidence=min_confidence, canvas=canvas)
-        if frame >= len(sks):
-            fail("frame", f"an index below the {len(sks)} frames of pose_keypoint", f"{frame}")
-        tracks = torch.stack([s.points for s in sks])
-        return sks[frame], bezier.Trajectory(sks[frame], len(sks), tracks=tracks)
+        poses = pose.poses_from_openpose(pose_keypoint, person=person, threshold=min_confidence)
+        skeleton, tracks = pose.pose_skeleton(poses, frame=frame, merge_face=merge_face, canvas=canvas,
+                                              source="pose_keypoint")
+        return skeleton, bezier.Trajectory(skeleton, tracks.frames, tracks=tracks)
 
 
 class FlipbookAutoKeypoints:
@@ -132,13 +132,13 @@ class FlipbookMeshBuilder:
         return {"required": {
             "image": ("IMAGE", {"tooltip": "The picture to animate (RGBA keeps transparency)."}),
             "skeleton": (SKELETON, {"tooltip": "Keypoints; they become mesh vertices."}),
-            "max_triangle_area": ("FLOAT", {"default": 30.0, "min": 2.0, "max": 5000.0, "step": 1.0,
+            "max_triangle_area": ("FLOAT", {"default": clip.MESH.max_triangle_area, "min": 2.0, "max": 5000.0, "step": 1.0,
                                             "tooltip": "Largest triangle in px² at 256² (scaled with the picture). AniClipart uses 30."}),
-            "min_angle": ("FLOAT", {"default": 20.0, "min": 0.0, "max": 33.0, "step": 1.0,
+            "min_angle": ("FLOAT", {"default": clip.MESH.min_angle, "min": 0.0, "max": 33.0, "step": 1.0,
                                     "tooltip": "Smallest triangle angle in degrees (triangle backend). AniClipart uses 20."}),
-            "margin_px": ("FLOAT", {"default": 2.0, "min": 0.0, "max": 64.0, "step": 0.5,
+            "margin_px": ("FLOAT", {"default": clip.MESH.margin_px, "min": 0.0, "max": 64.0, "step": 0.5,
                                     "tooltip": "Grow the silhouette by this many pixels so its edge lies inside triangles."}),
-            "backend": (["scipy", "triangle"], {"default": "scipy",
+            "backend": (list(BACKENDS), {"default": clip.MESH.backend,
                                                 "tooltip": "scipy: no extra dependency. triangle: Shewchuk's Triangle (pip install triangle; non-commercial licence)."}),
             "invert_mask": ("BOOLEAN", {"default": True, "tooltip": INVERT_TIP}),
         }, "optional": {
@@ -170,17 +170,18 @@ class FlipbookBezierTrajectory:
     def INPUT_TYPES(cls):
         return {"required": {
             "skeleton": (SKELETON, {"tooltip": "Keypoints (the curves start there)."}),
-            "frames": W.frames(24, "Number of frames (AniClipart: 24)."),
-            "preset": (list(bezier.PRESETS), {"default": "wave",
+            "frames": W.frames(clip.MOTION.frames, "Number of frames (AniClipart: 24)."),
+            "preset": (list(bezier.PRESETS), {"default": clip.MOTION.preset,
                                               "tooltip": "still: no motion. sway: limbs swing to one side and back. wave: "
                                                          "S-shaped swing, neighbours out of phase. random: seeded random curves."}),
-            "amplitude": ("FLOAT", {"default": 0.06, "min": 0.0, "max": 0.5, "step": 0.005,
+            "amplitude": ("FLOAT", {"default": clip.MOTION.amplitude, "min": 0.0, "max": 0.5, "step": 0.005,
                                     "tooltip": "Largest control-point offset, as a fraction of the picture size."}),
-            "loop": (list(bezier.LOOP_MODES), {"default": "loop",
+            "loop": (list(bezier.LOOP_MODES), {"default": clip.MOTION.loop,
                                                "tooltip": "loop: seamless cycle. ping-pong: there and back. once: start to end. "
                                                           "aniclipart: the official schedule (N/(2·cycles) poses, forward+back, repeated)."}),
-            "cycles": ("INT", {"default": 1, "min": 1, "max": 64, "tooltip": "Repetitions within the frames (AniClipart: 2)."}),
-            "seed": W.seed(0, "Seed of the random preset."),
+            "cycles": ("INT", {"default": clip.MOTION.cycles, "min": 1, "max": 64,
+                               "tooltip": "Repetitions within the frames (AniClipart: 2)."}),
+            "seed": W.seed(clip.MOTION.seed, "Seed of the random preset."),
         }, "optional": {
             "control_json": ("STRING", {"multiline": True, "default": "",
                                         "tooltip": "Override: per keypoint [[x1,y1],[x2,y2],[x3,y3]] in px, or null to keep "
@@ -206,10 +207,10 @@ class FlipbookMeshDeform:
         return {"required": {
             "mesh": (MESH, {"tooltip": "Mesh from Flipbook Mesh Builder."}),
             "trajectory": (TRAJECTORY, {"tooltip": "Keypoint positions per frame (same keypoints as the mesh)."}),
-            "method": (["poisson_bilap", "poisson", "arap"], {"default": "poisson_bilap",
+            "method": (list(METHODS), {"default": clip.DEFORM.method,
                                                               "tooltip": "poisson_bilap: FlexiClip's (LᵀL+λKᵀK) solve (smooth). poisson: "
                                                                          "standard NJF form (cusps at handles). arap: AniClipart's as-rigid-as-possible."}),
-            "constraint_lambda": ("FLOAT", {"default": 1.0, "min": 1e-3, "max": 1e6, "step": 0.1,
+            "constraint_lambda": ("FLOAT", {"default": clip.DEFORM.constraint_lambda, "min": 1e-3, "max": 1e6, "step": 0.1,
                                             "tooltip": "Weight of the keypoint constraints. 1 is FlexiClip's; 1000 pins keypoints exactly."}),
         }}
 

@@ -1,14 +1,13 @@
 """CPAB nodes: weight-free diffeomorphic warps from keypoints (spec cpab.md §3.2, §4)."""
 from __future__ import annotations
 
-import json
-
 import torch
 
 from ..pipelines import cpab
-from ..pipelines.cpab.warp import INTERPOLATIONS, PADDINGS
+from ..pipelines.cpab import WARP
+from ..pipelines.cpab.fit import METHODS as OPTIMIZERS
+from ..pipelines.cpab.warp import INTERPOLATIONS, PADDINGS, RANDOM_MODES
 from ..pipelines.errors import FlipbookInputError, check_image, check_mask, fail
-from ..pipelines.skeleton import Skeleton
 from ._comfy import progress_callback
 from . import widgets as W
 from .types import CPAB_PARAMS as PARAMS
@@ -19,38 +18,36 @@ CAT = "Flipbook/CPAB"
 # --- shared input declarations ----------------------------------------------------------------
 
 TESS_INPUTS = {
-    "cells": ("INT", {"default": 6, "min": 1, "max": 20,
+    "cells": ("INT", {"default": WARP.cells, "min": 1, "max": 20,
                       "tooltip": "Tessellation squares across the width; rows follow the aspect ratio (square cells). "
                                  "More cells = more local motion. CPABMM uses 4 (local) and 6 (global)."}),
-    "zero_boundary": ("BOOLEAN", {"default": True,
+    "zero_boundary": ("BOOLEAN", {"default": WARP.zero_boundary,
                                   "tooltip": "Keep the picture's border in place (points slide along it): no holes at the "
                                              "edges. Off = libcpab 'valid outside' (CPABMM's setting)."}),
-    "volume_preserving": ("BOOLEAN", {"default": False,
+    "volume_preserving": ("BOOLEAN", {"default": WARP.volume_preserving,
                                       "tooltip": "Divergence-free velocity: areas are preserved (fewer degrees of freedom)."}),
 }
 FIT_INPUTS = {
-    "optimizer": (["lm", "adam"], {"default": "lm",
-                                   "tooltip": "lm: Levenberg-Marquardt on the exact Jacobian (fast, precise). "
-                                              "adam: gradient steps like CPABMM's fit."}),
-    "iterations": ("INT", {"default": 10, "min": 1, "max": 1000,
-                           "tooltip": "Optimiser iterations per frame (lm: 10; adam: 100 or more). LM stops early "
-                                      "once every keypoint is within 0.01 px."}),
-    "prior_strength": ("FLOAT", {"default": 0.01, "min": 0.0, "max": 100.0, "step": 0.001,
+    "optimizer": (list(OPTIMIZERS), {"default": WARP.optimizer,
+                                     "tooltip": "lm: Levenberg-Marquardt on the exact Jacobian (fast, precise). "
+                                                "adam: gradient steps like CPABMM's fit."}),
+    "iterations": W.iterations(WARP.iterations, "Optimiser iterations per frame (lm: 10; adam: 100 or more). LM "
+                               "stops early once every keypoint is within 0.05 px.", min=1),
+    "prior_strength": ("FLOAT", {"default": WARP.prior_strength, "min": 0.0, "max": 100.0, "step": 0.001,
                                  "tooltip": "Weight λ of the smoothness prior (libcpab's covariance, length scale 0.1) "
                                             "against squared pixel errors. Larger = smoother motion, looser keypoints."}),
-    "fit_steps": ("INT", {"default": 20, "min": 1, "max": 200,
+    "fit_steps": ("INT", {"default": WARP.fit_steps, "min": 1, "max": 200,
                           "tooltip": "Integration steps while fitting (20 is within ~0.05 px of 50)."}),
 }
 RENDER_INPUTS = {
-    "flow_resolution": ("INT", {"default": 128, "min": 8, "max": 4096,
+    "flow_resolution": ("INT", {"default": WARP.flow_resolution, "min": 8, "max": 4096,
                                 "tooltip": "Long side of the grid the transform is integrated on; the displacement is "
                                            "upsampled to the image (128: ~0.9 px from exact at 512²)."}),
-    "steps": ("INT", {"default": 50, "min": 1, "max": 500,
-                      "tooltip": "Integration steps for rendering (libcpab/CPABMM: 50)."}),
-    "interpolation": (list(INTERPOLATIONS), {"default": "bilinear", "tooltip": "How the source picture is sampled."}),
-    "padding": (list(PADDINGS), {"default": "border",
-                                                    "tooltip": "What is sampled outside the picture (only happens "
-                                                               "without zero_boundary)."}),
+    "steps": W.steps(WARP.steps, "Integration steps for rendering (libcpab/CPABMM: 50).", max=500),
+    "interpolation": (list(INTERPOLATIONS), {"default": WARP.interpolation,
+                                             "tooltip": "How the source picture is sampled."}),
+    "padding": (list(PADDINGS), {"default": WARP.padding,
+                                 "tooltip": "What is sampled outside the picture (only happens without zero_boundary)."}),
 }
 FRAMES_IN = {"image": ("IMAGE", {"tooltip": "The picture to warp (its first frame is used)."})}
 MASK_IN = {"mask": ("MASK", {"tooltip": "Optional mask (e.g. LoadImage's alpha mask) warped the same way."})}
@@ -68,61 +65,16 @@ def _mask_frame(mask, size) -> torch.Tensor:
     return mask[:, None].float().clone()
 
 
-def _points_on(points: torch.Tensor, canvas, size) -> torch.Tensor:
-    """Pixel points given on ``canvas`` (H, W), moved to ``size`` (pixel centres map to centres)."""
-    if tuple(canvas) == tuple(size):
-        return points.float().clone()
-    s = torch.tensor([size[1] / canvas[1], size[0] / canvas[0]])
-    return (points.float() + 0.5) * s - 0.5
+def _render_kw(flow_resolution, steps, interpolation, padding, frames: int, desc: str = "CPAB render") -> dict:
+    return dict(flow_resolution=flow_resolution, nsteps=steps, interpolation=interpolation, padding=padding,
+                callback=progress_callback(frames, desc))
 
 
-def _weights(weights_json: str, k: int):
-    text = (weights_json or "").strip()
-    if not text:
-        return None
-    try:
-        w = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise FlipbookInputError(f"weights_json: expected a JSON list of {k} numbers (0 = invisible), "
-                                 f"got a parse error: {exc.msg}") from None
-    w = torch.as_tensor(w, dtype=torch.float64)
-    if w.dim() != 1 or w.numel() != k:
-        fail("weights_json", f"a list of {k} numbers, one per keypoint (0 = invisible)", f"{text[:80]}")
-    return w
-
-
-def keypoint_targets(source: Skeleton, target: Skeleton | None, trajectory, size):
-    """(source [K,2], targets [K,2] or [F,K,2]) in pixels of the image ``size``."""
-    if not isinstance(source, Skeleton):
-        fail("source_keypoints", "a FLIPBOOK_SKELETON", type(source).__name__)
-    if target is None and trajectory is None:
-        raise FlipbookInputError("target_keypoints / trajectory: connect one of them (where the source keypoints "
-                                 "should move to), got neither")
-    if target is not None and trajectory is not None:
-        raise FlipbookInputError("target_keypoints / trajectory: connect only one of them, got both")
-    src = _points_on(source.points, source.canvas, size)
-    if target is not None:
-        if not isinstance(target, Skeleton):
-            fail("target_keypoints", "a FLIPBOOK_SKELETON", type(target).__name__)
-        if target.num_points != source.num_points:
-            fail("target_keypoints", f"{source.num_points} keypoints like the source", f"{target.num_points}")
-        return src, _points_on(target.points, target.canvas, size)
-    frames = torch.as_tensor(trajectory.frames(), dtype=torch.float32)
-    if frames.dim() != 3 or frames.shape[1] != source.num_points:
-        fail("trajectory", f"tracks of {source.num_points} keypoints like the source", f"shape {tuple(frames.shape)}")
-    return src, _points_on(frames, trajectory.skeleton.canvas, size)
-
-
-def _render(params: cpab.CPABParams, image, mask, size, flow_resolution, steps, interpolation, padding):
-    cb = progress_callback(params.num_frames, "CPAB render")
-    grid = cpab.sampling_grid(params, size, flow_resolution=flow_resolution, nsteps=steps, callback=cb)
-    frames = None if image is None else cpab.warp(image, grid, interpolation=interpolation,
-                                                  padding=padding).permute(0, 2, 3, 1)
-    if mask is not None:
-        mask_out = cpab.warp(mask, grid, interpolation="bilinear", padding=padding)[:, 0]
-    else:
-        mask_out = torch.zeros(grid.shape[0], size[0], size[1])
-    return frames, mask_out, cpab.grid_to_flow(grid)
+def _outputs(result: cpab.WarpResult, size):
+    """(IMAGE [F,H,W,3] or None, MASK [F,H,W] (zeros without a mask), FLOW) of a warp."""
+    frames = None if result.frames is None else result.frames.permute(0, 2, 3, 1)
+    mask = result.mask if result.mask is not None else torch.zeros(result.grid.shape[0], size[0], size[1])
+    return frames, mask, result.flow
 
 
 class FlipbookCPABKeypointWarp:
@@ -142,10 +94,9 @@ class FlipbookCPABKeypointWarp:
         return {"required": {
             **FRAMES_IN,
             "source_keypoints": (SKELETON, {"tooltip": "Keypoints on the picture (where things are now)."}),
-            "frames": ("INT", {"default": 16, "min": 1, "max": 1024,
-                               "tooltip": "Frames of the tween with a single target (ignored with a trajectory)."}),
+            "frames": W.frames(WARP.frames, "Frames of the tween with a single target (ignored with a trajectory)."),
             **TESS_INPUTS, **FIT_INPUTS, **RENDER_INPUTS,
-            "warm_start": ("BOOLEAN", {"default": True,
+            "warm_start": ("BOOLEAN", {"default": WARP.warm_start,
                                        "tooltip": "Trajectories: start each frame's fit from the previous frame's "
                                                   "(continuous motion, fewer iterations)."}),
         }, "optional": {
@@ -161,18 +112,17 @@ class FlipbookCPABKeypointWarp:
             target_keypoints=None, trajectory=None, mask=None, weights_json=""):
         img = _first_frame(image)
         size = (img.shape[2], img.shape[3])
-        src, tgt = keypoint_targets(source_keypoints, target_keypoints, trajectory, size)
+        src, tgt = cpab.keypoint_targets(source_keypoints, target_keypoints, trajectory, size)
         n_fit = 1 if tgt.dim() == 2 else tgt.shape[0]
-        params, _ = cpab.fit_keypoints(src, tgt, size, cells=cpab.default_cells(cells, size),
-                                       zero_boundary=zero_boundary, volume_preserving=volume_preserving,
-                                       optimizer=optimizer, iterations=iterations, prior_strength=prior_strength,
-                                       nsteps=fit_steps, weights=_weights(weights_json, src.shape[0]),
-                                       warm_start=warm_start, callback=progress_callback(n_fit, "CPAB fit"))
-        if tgt.dim() == 2:
-            params = params.tween(frames)
-        m = None if mask is None else _mask_frame(mask, size)
-        out, mask_out, flow = _render(params, img, m, size, flow_resolution, steps, interpolation, padding)
-        return out, mask_out, flow, params
+        result = cpab.keypoint_warp(
+            img, src, tgt, tween_frames=frames, mask=None if mask is None else _mask_frame(mask, size),
+            cells_x=cells, zero_boundary=zero_boundary, volume_preserving=volume_preserving, optimizer=optimizer,
+            iterations=iterations, prior_strength=prior_strength, nsteps_fit=fit_steps, nsteps_render=steps,
+            flow_resolution=flow_resolution, interpolation=interpolation, padding=padding,
+            weights=cpab.weights_from_json(weights_json, src.shape[0]), warm_start=warm_start,
+            fit_callback=progress_callback(n_fit, "CPAB fit"),
+            render_callback=progress_callback(frames if tgt.dim() == 2 else n_fit, "CPAB render"))
+        return (*_outputs(result, size), result.params)
 
 
 class FlipbookCPABFit:
@@ -189,8 +139,9 @@ class FlipbookCPABFit:
         return {"required": {
             "source_keypoints": (SKELETON, {"tooltip": "Keypoints where things are now (their canvas is the size)."}),
             **TESS_INPUTS, **FIT_INPUTS,
-            "warm_start": ("BOOLEAN", {"default": True, "tooltip": "Trajectories: start each frame from the previous θ."}),
-            "temporal_weight": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1000.0, "step": 0.01,
+            "warm_start": ("BOOLEAN", {"default": WARP.warm_start,
+                                       "tooltip": "Trajectories: start each frame from the previous θ."}),
+            "temporal_weight": ("FLOAT", {"default": WARP.temporal_weight, "min": 0.0, "max": 1000.0, "step": 0.01,
                                           "tooltip": "Trajectories: pull each θ towards the previous frame's (smoother, "
                                                      "looser). Needs warm_start."}),
         }, "optional": {
@@ -202,18 +153,15 @@ class FlipbookCPABFit:
     def fit(self, source_keypoints, cells, zero_boundary, volume_preserving, optimizer, iterations, prior_strength,
             fit_steps, warm_start, temporal_weight, target_keypoints=None, trajectory=None, weights_json=""):
         size = tuple(source_keypoints.canvas)
-        src, tgt = keypoint_targets(source_keypoints, target_keypoints, trajectory, size)
+        src, tgt = cpab.keypoint_targets(source_keypoints, target_keypoints, trajectory, size)
         n_fit = 1 if tgt.dim() == 2 else tgt.shape[0]
         params, err = cpab.fit_keypoints(src, tgt, size, cells=cpab.default_cells(cells, size),
                                          zero_boundary=zero_boundary, volume_preserving=volume_preserving,
                                          optimizer=optimizer, iterations=iterations, prior_strength=prior_strength,
-                                         nsteps=fit_steps, weights=_weights(weights_json, src.shape[0]),
+                                         nsteps=fit_steps, weights=cpab.weights_from_json(weights_json, src.shape[0]),
                                          warm_start=warm_start, temporal_weight=temporal_weight,
                                          callback=progress_callback(n_fit, "CPAB fit"))
-        worst = err.amax(-1)
-        report = (f"{params.num_frames} frame(s), cells {params.cells[0]}x{params.cells[1]}, d={params.tess.dim}; "
-                  f"max keypoint error {float(worst.max()):.3f} px (mean {float(err.mean()):.3f} px)")
-        return params, report
+        return params, cpab.fit_report(params, err)
 
 
 class FlipbookCPABApply:
@@ -243,19 +191,15 @@ class FlipbookCPABApply:
     def apply(self, params, t, frames, inverse, flow_resolution, steps, interpolation, padding, image=None, mask=None):
         if image is None and mask is None:
             raise FlipbookInputError("image / mask: connect a picture or a mask to warp, got neither")
-        p = params.inverse() if inverse else params
-        p = p.tween(frames).at(t) if frames > 1 else p.at(t)
-        img = None
-        if image is not None:
-            img = check_image("image", image)
-            img = img.permute(0, 3, 1, 2).float().clone()
-            if img.shape[0] not in (1, p.num_frames):
-                img = img[:1]
+        img = None if image is None else check_image("image", image).permute(0, 3, 1, 2).float().clone()
         size = tuple(img.shape[2:]) if img is not None else tuple(check_mask("mask", mask).shape[1:])
-        m = None if mask is None else _mask_frame(mask, size)
-        out, mask_out, flow = _render(p, img, m, size, flow_resolution, steps, interpolation, padding)
+        n = frames if frames > 1 else params.num_frames
+        result = cpab.apply_params(params, size, t=t, frames=frames, inverse=inverse, image=img,
+                                   mask=None if mask is None else _mask_frame(mask, size),
+                                   **_render_kw(flow_resolution, steps, interpolation, padding, n))
+        out, mask_out, flow = _outputs(result, size)
         if out is None:
-            out = torch.zeros(p.num_frames, size[0], size[1], 3)
+            out = torch.zeros(result.params.num_frames, size[0], size[1], 3)
         return out, mask_out, flow
 
 
@@ -274,12 +218,12 @@ class FlipbookCPABRandomDeform:
         return {"required": {
             **FRAMES_IN,
             "frames": W.frames(16, "Number of frames."),
-            "mode": (["wiggle", "tween", "independent"], {"default": "wiggle",
-                                                          "tooltip": "wiggle: seamless loop. tween: identity → one random "
+            "mode": (list(RANDOM_MODES), {"default": RANDOM_MODES[0],
+                                          "tooltip": "wiggle: seamless loop. tween: identity → one random "
                                                                      "deformation. independent: a new draw per frame."}),
-            "strength": ("FLOAT", {"default": 0.3, "min": 0.0, "max": 5.0, "step": 0.01,
+            "strength": ("FLOAT", {"default": WARP.strength, "min": 0.0, "max": 5.0, "step": 0.01,
                                    "tooltip": "Prior standard deviation σ (libcpab: 1). 0.3 is a gentle wobble."}),
-            "length_scale": ("FLOAT", {"default": 0.1, "min": 0.01, "max": 2.0, "step": 0.01,
+            "length_scale": ("FLOAT", {"default": WARP.length_scale, "min": 0.01, "max": 2.0, "step": 0.01,
                                        "tooltip": "Correlation length of the velocity field (fraction of the picture); "
                                                   "larger = smoother, more global motion."}),
             **TESS_INPUTS, **RENDER_INPUTS,
@@ -290,12 +234,11 @@ class FlipbookCPABRandomDeform:
                flow_resolution, steps, interpolation, padding, seed, mask=None):
         img = _first_frame(image)
         size = (img.shape[2], img.shape[3])
-        params = cpab.random_params(cpab.default_cells(cells, size), frames, strength=strength,
-                                    length_scale=length_scale, zero_boundary=zero_boundary,
-                                    volume_preserving=volume_preserving, mode=mode, seed=seed, canvas=size)
-        m = None if mask is None else _mask_frame(mask, size)
-        out, mask_out, flow = _render(params, img, m, size, flow_resolution, steps, interpolation, padding)
-        return out, mask_out, flow, params
+        result = cpab.random_warp(img, frames, mode=mode, strength=strength, length_scale=length_scale, cells_x=cells,
+                                  zero_boundary=zero_boundary, volume_preserving=volume_preserving, seed=seed,
+                                  mask=None if mask is None else _mask_frame(mask, size),
+                                  **_render_kw(flow_resolution, steps, interpolation, padding, frames))
+        return (*_outputs(result, size), result.params)
 
 
 class FlipbookFlowToImage:

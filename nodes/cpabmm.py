@@ -67,16 +67,16 @@ class FlipbookCPABMMAnimate:
             "model": (MODEL, {"tooltip": "From Flipbook CPABMM Loader."}),
             "source": ("IMAGE", {"tooltip": "The picture to animate (first frame used)."}),
             "driving": ("IMAGE", {"tooltip": "The driving video frames (e.g. from Flipbook Load Frames)."}),
-            "mode": (list(cpabmm.MODES), {"default": "relative",
+            "mode": (list(cpabmm.MODES), {"default": cpabmm.ANIMATE.mode,
                                          "tooltip": "relative: source keypoints + driving motion since frame 0, scaled "
                                                     "by the hull areas. standard: driving keypoints as they are. avd: "
                                                     "the AVD network (needs avd weights)."}),
-            "max_iter": ("INT", {"default": 0, "min": 0, "max": 2000,
-                                 "tooltip": "Adam iterations of the local θ fits (global: 1.5×). 0 = the preset's "
-                                            "(100; taichi 200)."}),
-            "use_bg": ("BOOLEAN", {"default": True,
+            "max_iter": W.iterations(cpabmm.ANIMATE.max_iter, "Adam iterations of the local θ fits (global: 1.5×). "
+                                     "0 = the preset's (100; taichi 200).", max=2000),
+            "use_bg": ("BOOLEAN", {"default": cpabmm.ANIMATE.use_bg,
                                    "tooltip": "Use the background motion predictor when the checkpoint has one."}),
-            "batch": ("INT", {"default": 4, "min": 1, "max": 64, "tooltip": "Driving frames processed together."}),
+            "batch": ("INT", {"default": cpabmm.ANIMATE.batch, "min": 1, "max": 64,
+                              "tooltip": "Driving frames processed together."}),
         }}
 
     def animate(self, model, source, driving, mode, max_iter, use_bg, batch):

@@ -1,8 +1,6 @@
 """Pose nodes: OpenPose/DWPose keypoints in, retargeting (Animate-X's EPI realign + rescale), rendering."""
 from __future__ import annotations
 
-import json
-
 from ..pipelines import pose as P
 from ..pipelines.errors import fail
 from ._comfy import FileList, input_image_path, list_input_files
@@ -66,12 +64,7 @@ class FlipbookLoadPoseKeypoints:
 
     def load(self, file, person, min_confidence, start_frame, every_nth, max_frames):
         with open(input_image_path(file), encoding="utf-8") as fh:
-            try:
-                frames = json.load(fh)
-            except json.JSONDecodeError as exc:
-                fail("file", "an OpenPose JSON file", f"{file} ({exc})")
-        if isinstance(frames, dict):
-            frames = [frames]
+            frames = P.openpose_frames(fh.read(), source=f"file {file}")
         frames = frames[start_frame::every_nth]
         if max_frames:
             frames = frames[:max_frames]

@@ -57,7 +57,7 @@ SKELETON = _declare("FLIPBOOK_SKELETON", ".pipelines.skeleton:Skeleton",
 TRAJECTORY = _declare("FLIPBOOK_TRAJECTORY", ".pipelines.bezier:Trajectory",
                       "per-keypoint Bezier curves or tracks over frames", "Flipbook Bezier Trajectory / Keypoints from Pose")
 MESH = _declare("FLIPBOOK_MESH", ".pipelines.mesh:Mesh", "a triangle mesh of the picture", "Flipbook Mesh Builder")
-ANIMATION = _declare("FLIPBOOK_ANIMATION", ".pipelines.clipart:Animation",
+ANIMATION = _declare("FLIPBOOK_ANIMATION", ".pipelines.flexiclip.pipeline:Animation",
                      "the deformed mesh of every frame", "Flipbook Mesh Deform")
 CPAB_PARAMS = _declare("FLIPBOOK_CPAB_PARAMS", ".pipelines.cpab.warp:CPABParams",
                        "CPAB parameters θ per frame", "Flipbook CPAB Fit / Keypoint Warp / Random Deform")

@@ -3,8 +3,8 @@
 ``c0`` is the keypoint; ``p(u) = (1-u)^3 c0 + 3(1-u)^2 u c1 + 3(1-u) u^2 c2 + u^3 c3``. Frame times
 come from a loop mode. Weight-free presets (ours, spec §4) move joints perpendicular to the bone from
 their parent, scaled by depth from the root, and return to rest (``c3 = c0``) so loops are seamless.
-A :class:`Trajectory` may also hold explicit tracks (from a pose detector), bypassing the curves.
-ComfyUI type: ``FLIPBOOK_TRAJECTORY``.
+A :class:`Trajectory` may also hold explicit tracks (a :class:`~.skeleton.KeypointTrack`, e.g. from
+a pose detector), bypassing the curves. ComfyUI type: ``FLIPBOOK_TRAJECTORY``.
 """
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ from dataclasses import dataclass
 
 import torch
 
+from .coords import clamp_to_canvas
 from .errors import FlipbookInputError, check_finite, fail
-from .skeleton import Skeleton
+from .skeleton import KeypointTrack, Skeleton
 
 LOOP_MODES = ("loop", "ping-pong", "once", "aniclipart")
 PRESETS = ("still", "sway", "wave", "random")
@@ -65,12 +66,25 @@ def frame_times(n_frames: int, loop: str = "loop", cycles: int = 1) -> torch.Ten
 
 @dataclass
 class Trajectory:
+    """Where the K keypoints of a skeleton are in each of T frames. ComfyUI type ``FLIPBOOK_TRAJECTORY``.
+
+    skeleton: the keypoints at rest (their canvas is the trajectory's).
+    n_frames: T.
+    control: [K, 4, 2] float32 px, one cubic Bezier per keypoint (``control[:, 0]`` is the keypoint),
+        evaluated at :meth:`times` given ``loop`` and ``cycles``; or
+    tracks: a :class:`~.skeleton.KeypointTrack` [T, K, 2] of explicit positions (pose-driven).
+
+    >>> sk = Skeleton(torch.tensor([[8.0, 8.0], [8.0, 24.0]]), [[0, 1]], (32, 32))
+    >>> Trajectory(sk, 3, preset_control(sk, "still")).frames().shape
+    torch.Size([3, 2, 2])
+    """
+
     skeleton: Skeleton
     n_frames: int
-    control: torch.Tensor | None = None          # [K, 4, 2] px; control[:, 0] == keypoints
+    control: torch.Tensor | None = None
     loop: str = "loop"
     cycles: int = 1
-    tracks: torch.Tensor | None = None           # [T, K, 2] px, explicit positions (pose-driven)
+    tracks: KeypointTrack | None = None
 
     def __post_init__(self):
         if (self.control is None) == (self.tracks is None):
@@ -79,9 +93,13 @@ class Trajectory:
         if self.control is not None and tuple(self.control.shape) != (k, 4, 2):
             fail("control points", f"[{k}, 4, 2] (4 points per keypoint)", f"{tuple(self.control.shape)}")
         if self.tracks is not None:
-            if self.tracks.dim() != 3 or self.tracks.shape[1:] != (k, 2):
-                fail("tracks", f"[frames, {k}, 2]", f"{tuple(self.tracks.shape)}")
-            self.n_frames = int(self.tracks.shape[0])
+            if not isinstance(self.tracks, KeypointTrack):
+                fail("tracks", "a KeypointTrack [frames, K, 2]", type(self.tracks).__name__)
+            if self.tracks.num_points != k:
+                fail("tracks", f"[frames, {k}, 2]", f"{tuple(self.tracks.points.shape)}")
+            if tuple(self.tracks.canvas) != tuple(self.skeleton.canvas):
+                fail("tracks", f"keypoints on the skeleton's canvas {self.skeleton.canvas}", f"{self.tracks.canvas}")
+            self.n_frames = self.tracks.frames
 
     def times(self) -> torch.Tensor:
         return frame_times(self.n_frames, self.loop, self.cycles)
@@ -89,12 +107,9 @@ class Trajectory:
     def frames(self) -> torch.Tensor:
         """Keypoint positions for every frame, [T, K, 2] float32 px, clipped to the canvas."""
         if self.tracks is not None:
-            return self.tracks.float()
+            return self.tracks.points
         pts = bezier(self.control.double(), self.times())
-        h, w = self.skeleton.canvas
-        pts[..., 0].clamp_(0, w - 1)
-        pts[..., 1].clamp_(0, h - 1)
-        return pts.float()
+        return clamp_to_canvas(pts, self.skeleton.canvas).float()
 
 
 def _bone_normals(sk: Skeleton) -> torch.Tensor:

@@ -1,19 +1,20 @@
-"""Keypoints from the three places a user has them: typed JSON, an OpenPose detector, or a mask.
+"""Keypoints from two of the places a user has them: typed JSON, or a mask (an OpenPose detector's
+come through :func:`.pose.pose_skeleton`).
 
-All return :class:`~.skeleton.Skeleton`. Automatic keypoints replace AniClipart's straight skeleton
+Both return :class:`~.skeleton.Skeleton`. Automatic keypoints replace AniClipart's straight skeleton
 (scikit-geometry, not on PyPI; spec flexiclip.md §1.2) with a medial-axis skeleton from
 ``skimage.morphology.skeletonize``: joints, ends and midpoints of long branches (spec §4, node 3).
 """
 from __future__ import annotations
 
 import json
-import math
 
 import numpy as np
 import torch
 
+from .coords import clamp_to_canvas, unit_to_pixel
 from .errors import FlipbookInputError, check_mask, check_points, fail
-from .skeleton import Skeleton
+from .skeleton import Skeleton, connect_components, graph_centre
 
 # --- JSON ----------------------------------------------------------------------------------
 
@@ -39,18 +40,6 @@ def minimum_spanning_edges(points: torch.Tensor) -> torch.Tensor:
     np.fill_diagonal(d, 0.0)
     mst = minimum_spanning_tree(d).tocoo()
     return torch.tensor(np.stack([mst.row, mst.col], 1), dtype=torch.long).reshape(-1, 2)
-
-
-def graph_centre(num: int, edges: torch.Tensor) -> int:
-    """The joint with the smallest eccentricity: a sensible root when none is given."""
-    sk = Skeleton(torch.zeros(num, 2), edges, (1, 1), 0)
-    best, best_ecc = 0, math.inf
-    for r in range(num):
-        sk.root = r
-        ecc = float(sk.depths().max())
-        if ecc < best_ecc:
-            best, best_ecc = r, ecc
-    return best
 
 
 def skeleton_from_json(points_json, edges_json="", canvas: tuple[int, int] = (512, 512), *,
@@ -83,7 +72,7 @@ def skeleton_from_json(points_json, edges_json="", canvas: tuple[int, int] = (51
     pts = check_points("points_json", pts, min_count=2)
     h, w = canvas
     if normalized:
-        pts = pts * torch.tensor([w - 1, h - 1], dtype=torch.float32)
+        pts = unit_to_pixel(pts, canvas)
     check_points("points_json", pts, size=canvas)
     if edges is None or len(edges) == 0:
         edges_t = minimum_spanning_edges(pts)
@@ -101,89 +90,6 @@ def skeleton_from_json(points_json, edges_json="", canvas: tuple[int, int] = (51
     if root < 0:
         root = graph_centre(len(pts), edges_t)
     return Skeleton(pts, edges_t, (int(h), int(w)), root, names)
-
-
-# --- OpenPose / DWPose (POSE_KEYPOINT of comfyui_controlnet_aux) ---------------------------------
-
-# COCO-18 body as OpenPose writes it ("pose_keypoints_2d": x, y, confidence per joint).
-OPENPOSE_NAMES = ["nose", "neck", "r_shoulder", "r_elbow", "r_wrist", "l_shoulder", "l_elbow", "l_wrist",
-                  "r_hip", "r_knee", "r_ankle", "l_hip", "l_knee", "l_ankle", "r_eye", "l_eye", "r_ear", "l_ear"]
-OPENPOSE_LIMBS = [(1, 2), (2, 3), (3, 4), (1, 5), (5, 6), (6, 7), (1, 8), (8, 9), (9, 10), (1, 11), (11, 12),
-                  (12, 13), (1, 0), (0, 14), (14, 16), (0, 15), (15, 17)]
-_FACE = [0, 14, 15, 16, 17]
-
-
-def skeletons_from_pose(pose_keypoint, *, person: int = 0, merge_face: bool = True,
-                        min_confidence: float = 0.1, canvas: tuple[int, int] | None = None) -> list[Skeleton]:
-    """One Skeleton per frame of an OpenPose/DWPose POSE_KEYPOINT, with the same joints in each.
-
-    Parsing is the pack's one OpenPose reader (:func:`.pose.poses_from_openpose`). A body joint is
-    kept when it is detected (confidence ≥ ``min_confidence``) in the first frame; in later frames a
-    missing joint keeps its previous position. ``merge_face`` averages nose, eyes and ears into one
-    head point (AniClipart's 17→13 rule, spec flexiclip.md §1.2). The neck is the root. With
-    ``canvas`` (an image's (H, W)), the poses are scaled from the detector's canvas to it.
-    """
-    from .pose import poses_from_openpose
-
-    seq = poses_from_openpose(_parse_json("pose_keypoint", pose_keypoint), person=person,
-                              threshold=min_confidence)
-    xy = seq.points[:, :18].double().numpy()                  # [F, 18, 2]
-    seen = (seq.conf[:, :18] > 0).numpy()
-    names, groups = [], []
-    if merge_face:
-        face = [j for j in _FACE if seen[0, j]]
-        if face:
-            names.append("head")
-            groups.append(face)
-    for j in range(18):
-        if merge_face and j in _FACE:
-            continue
-        if seen[0, j]:
-            names.append(OPENPOSE_NAMES[j])
-            groups.append([j])
-    if len(groups) < 2:
-        fail("pose_keypoint", f"at least 2 joints detected with confidence ≥ {min_confidence} in frame 0",
-             f"{len(groups)}")
-    index = {j: g for g, js in enumerate(groups) for j in js}
-    edges = sorted({tuple(sorted((index[a], index[b]))) for a, b in OPENPOSE_LIMBS
-                    if a in index and b in index and index[a] != index[b]})
-    pts0 = torch.tensor(np.stack([xy[0, js].mean(0) for js in groups]), dtype=torch.float32)
-    # joints orphaned by a missing parent hang from the nearest kept joint
-    edges_t = _connect_components(pts0, torch.tensor(edges, dtype=torch.long).reshape(-1, 2))
-    root = names.index("neck") if "neck" in names else graph_centre(len(groups), edges_t)
-    h, w = seq.canvas
-    out, prev = [], pts0.double().numpy()
-    for fi in range(seq.frames):
-        p = np.stack([xy[fi, [j for j in js if seen[fi, j]]].mean(0) if seen[fi, js].any() else prev[g]
-                      for g, js in enumerate(groups)])
-        prev = p
-        pts = torch.tensor(p, dtype=torch.float32)
-        pts[:, 0].clamp_(0, w - 1)
-        pts[:, 1].clamp_(0, h - 1)
-        sk = Skeleton(pts, edges_t, (h, w), root, list(names))
-        out.append(sk if canvas is None or tuple(canvas) == (h, w) else sk.scaled_to(tuple(canvas)))
-    return out
-
-
-def _connect_components(points: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
-    """Add the shortest bones that join separate pieces of the graph into one tree-like whole."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
-    k = len(points)
-    e = edges.tolist()
-    while True:
-        a = coo_matrix((np.ones(len(e)), ([x for x, _ in e], [y for _, y in e])), shape=(k, k)) if e else \
-            coo_matrix((k, k))
-        n, lab = connected_components(a, directed=False)
-        if n <= 1:
-            return torch.tensor(e, dtype=torch.long).reshape(-1, 2)
-        d = torch.cdist(points, points)
-        lab_t = torch.as_tensor(lab)
-        d[lab_t[:, None] == lab_t[None, :]] = math.inf
-        d[lab_t != 0] = math.inf                       # join component 0 to its nearest neighbour
-        i, j = divmod(int(d.argmin()), k)
-        e.append([i, j])
 
 
 # --- automatic, from a mask ------------------------------------------------------------------
@@ -360,9 +266,8 @@ def auto_keypoints(mask: torch.Tensor, *, max_keypoints: int = 16, min_branch: f
         remap = {n: i for i, n in enumerate(ids)}
         pts = np.stack([nodes[n] for n in ids])
         edge_list = [[remap[a], remap[b]] for a, b in edges]
-    pts = np.clip(pts, 0, [w - 1, h - 1])
-    pts_t = torch.tensor(pts, dtype=torch.float32)
-    edges_t = _connect_components(pts_t, torch.tensor(edge_list, dtype=torch.long).reshape(-1, 2))
+    pts_t = clamp_to_canvas(torch.tensor(pts, dtype=torch.float32), (h, w))
+    edges_t = connect_components(pts_t, torch.tensor(edge_list, dtype=torch.long).reshape(-1, 2))
     return Skeleton(pts_t, edges_t, (h, w), _metric_centre(pts_t, edges_t))
 
 

@@ -25,12 +25,14 @@ from scipy import ndimage
 from scipy.spatial import Delaunay, cKDTree
 
 from .errors import check_image, check_mask, check_range, describe, fail
+from .raster import rasterize_face_ids
 from .skeleton import Skeleton
 
 # Texels with an alpha above this belong to the silhouette that the mesh must cover.
 _ALPHA_EPS = 1e-3
 # Most vertices we accept (a dense 2-D factorisation and the renderer stay fast below it).
 _MAX_VERTICES = 60_000
+BACKENDS = ("scipy", "triangle")
 
 
 @dataclass
@@ -44,6 +46,14 @@ class Mesh:
     texture: [4,H,W] float32 RGBA, straight alpha, 0..1.
     canvas: (H, W).
     z: [F] float32 draw order (higher is drawn on top; ties by face index, last wins).
+
+    >>> from comfyui_flipbook.pipelines.synthetic import synthetic_character
+    >>> image, skeleton = synthetic_character(64)
+    >>> mesh = build_mesh(image, None, skeleton)
+    >>> mesh.texture.shape, mesh.canvas, bool(mesh.areas().min() > 0)
+    (torch.Size([4, 64, 64]), (64, 64), True)
+    >>> torch.equal(mesh.vertices[mesh.keypoint_idx].float(), skeleton.points)
+    True
     """
 
     vertices: torch.Tensor
@@ -213,8 +223,6 @@ def _mesh_scipy(domain, core, keypoints, spacing, simplify_eps, seed=0):
         tri, faces, keep_f = triangulate(pts)
     # Safety net: every silhouette pixel must be covered (the renderer needs it); add back the
     # dropped Delaunay faces containing pixels that the kept faces miss.
-    from .render import rasterize_face_ids
-
     kept = faces[keep_f]
     covered = rasterize_face_ids(torch.from_numpy(pts)[None], torch.from_numpy(kept),
                                  torch.arange(len(kept)), domain.shape)[0].numpy() >= 0
@@ -297,7 +305,7 @@ def build_mesh(image: torch.Tensor, mask: torch.Tensor | None, skeleton: Skeleto
     check_range("min_angle", float(min_angle), 0.0, 34.0)
     check_range("margin_px", float(margin_px), 0.0, 64.0)
     check_range("simplify_eps", float(simplify_eps), 0.0, 16.0)
-    if backend not in ("scipy", "triangle"):
+    if backend not in BACKENDS:
         fail("backend", "'scipy' or 'triangle'", repr(backend))
     texture = texture_and_alpha(img, mask)
     h, w = texture.shape[1:]

@@ -1,27 +1,48 @@
-"""One optimiser loop for every "optimise X so that a denoiser prediction matches a target" step:
-FlipSketch's frame alignment (X = noise of frames 2..M), PoseAnimate's pose-aware embeddings
-(X = text embedding), ... (spec §3, "Shared internals")."""
+"""One optimiser loop for every "optimise X so that a prediction matches a target" step: FlipSketch's
+frame alignment (X = noise of frames 2..M), PoseAnimate's pose-aware embeddings (X = text embedding),
+CPAB's keypoint fits (X = θ), ... (spec §3, "Shared internals").
+
+Two ways to give the gradient, one Adam (``torch.optim.Adam``, the arithmetic of the official codes):
+
+- ``loss_fn(x)``: autograd differentiates it (the loop leaves ComfyUI's inference mode for that);
+- ``grad_fn(x) -> (loss, grad)``: the autograd-free step, for a caller that has the exact gradient
+  in closed form (CPAB's hand-written sensitivities, :func:`.cpab.transform.transform_jacobian`):
+  no graph is built, so it is as fast as the gradient itself.
+
+CPAB's Levenberg-Marquardt fit stays in :mod:`.cpab.fit`: it needs the full residual Jacobian, which
+only CPAB has, and it is no gradient step.
+"""
 from __future__ import annotations
 
 from typing import Callable
 
 import torch
 
-from .progress import Check, poll
+from .progress import Check, StepCallback, poll, report
 
 
-def adam_minimise(x0: torch.Tensor, loss_fn: Callable[[torch.Tensor], torch.Tensor], *, iters: int, lr: float,
+def adam_minimise(x0: torch.Tensor, loss_fn: Callable[[torch.Tensor], torch.Tensor] | None = None, *, iters: int,
+                  lr: float, grad_fn: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
                   lr_at: Callable[[int], float] | None = None, stop_below: Callable[[int], float] | None = None,
-                  before_last: bool = False, check: Check | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """Adam on a copy of ``x0`` for ``iters`` iterations; works inside ComfyUI's inference_mode.
+                  before_last: bool = False, check: Check | None = None,
+                  callback: StepCallback | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Adam (default betas and eps) on a copy of ``x0`` for ``iters`` iterations; works inside
+    ComfyUI's inference_mode.
 
-    ``loss_fn(x)`` returns one loss per independent item (or a scalar); their sum is minimised, so
-    items never mix and splitting a batch into chunks gives the same result. ``lr_at(k)`` overrides the
-    learning rate at iteration k; the loop stops once every loss is below ``stop_below(k)``.
-    ``before_last`` returns x as it was before the last update (FlipSketch's official off-by-one).
-    ``check()`` runs before every iteration (nodes pass ComfyUI's cancel check; it raises to stop).
-    Returns ``(x, losses)`` with one detached loss tensor per iteration.
+    Exactly one of ``loss_fn(x)`` (autograd) or ``grad_fn(x) -> (loss, grad)`` (no autograd) gives
+    one loss per independent item (or a scalar); their sum is minimised, so items never mix and
+    splitting a batch into chunks gives the same result. ``lr_at(k)`` overrides the learning rate at
+    iteration k; the loop stops once every loss is below ``stop_below(k)``. ``before_last`` returns x
+    as it was before the last update (FlipSketch's official off-by-one). ``check()`` runs before
+    every iteration (nodes pass ComfyUI's cancel check; it raises to stop); ``callback(k, iters)``
+    after each. Returns ``(x, losses)`` with one detached loss tensor per iteration.
+
+    >>> x, losses = adam_minimise(torch.tensor([3.0]), grad_fn=lambda x: (x * x, 2 * x), iters=100, lr=0.1)
+    >>> bool(x.abs() < 0.1), bool(losses[-1] < losses[0])
+    (True, True)
     """
+    if (loss_fn is None) == (grad_fn is None):
+        raise TypeError("adam_minimise: give exactly one of loss_fn (autograd) or grad_fn (loss and gradient)")
     losses: list[torch.Tensor] = []
     with torch.inference_mode(False), torch.enable_grad():
         x = x0.detach().clone().requires_grad_(True)
@@ -32,13 +53,21 @@ def adam_minimise(x0: torch.Tensor, loss_fn: Callable[[torch.Tensor], torch.Tens
             if lr_at is not None:
                 for group in opt.param_groups:
                     group["lr"] = float(lr_at(k))
-            loss = loss_fn(x)
-            if before_last:
-                prev = x.detach().clone()
-            opt.zero_grad(set_to_none=True)
-            loss.sum().backward()
+            if grad_fn is None:
+                loss = loss_fn(x)
+                if before_last:
+                    prev = x.detach().clone()
+                opt.zero_grad(set_to_none=True)
+                loss.sum().backward()
+            else:
+                with torch.no_grad():
+                    loss, grad = grad_fn(x.detach())
+                if before_last:
+                    prev = x.detach().clone()
+                x.grad = grad.to(x.dtype)
             opt.step()
             losses.append(loss.detach())
+            report(callback, k + 1, int(iters))
             if stop_below is not None and bool((loss.detach() < stop_below(k)).all()):
                 break
     return (prev if before_last else x.detach()), losses

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .coords import rescale_pixels
 from .skeleton import Skeleton
 
 _BONE = (30, 144, 255)
@@ -27,7 +28,8 @@ def _over_checker(image: torch.Tensor) -> np.ndarray:
 
 def draw_preview(image: torch.Tensor, skeleton: Skeleton | None = None, *, mesh=None, trajectory=None,
                  labels: bool = True, point_radius: float | None = None) -> torch.Tensor:
-    """image [H, W, C] -> IMAGE [1, H, W, 3] with the overlays drawn (PIL, anti-aliased lines)."""
+    """image [H, W, C] -> IMAGE [1, H, W, 3] with the overlays drawn (PIL, anti-aliased lines). Overlays
+    made on another canvas size are placed by :func:`.coords.rescale_pixels`."""
     from PIL import Image, ImageDraw
 
     base = Image.fromarray(_over_checker(image))
@@ -37,21 +39,17 @@ def draw_preview(image: torch.Tensor, skeleton: Skeleton | None = None, *, mesh=
     r = point_radius or max(2.0, 5 * scale)
     lw = max(1, int(round(2 * scale)))
     if mesh is not None:
-        mh, mw = mesh.canvas
-        v = mesh.vertices.detach().double().cpu().numpy() * [w / mw, h / mh]
+        v = rescale_pixels(mesh.vertices.detach().double().cpu(), mesh.canvas, (h, w)).numpy()
         f = mesh.faces.cpu().numpy()
         edges = np.unique(np.sort(np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]]), axis=1), axis=0)
         for a, b in edges:
             d.line([tuple(v[a]), tuple(v[b])], fill=_MESH + (140,), width=1)
     if trajectory is not None:
-        tr = trajectory.frames().cpu().numpy()
-        th, tw = trajectory.skeleton.canvas
-        tr = tr * [w / tw, h / th]
+        tr = rescale_pixels(trajectory.frames().double().cpu(), trajectory.skeleton.canvas, (h, w)).numpy()
         for k in range(tr.shape[1]):
             d.line([tuple(p) for p in tr[:, k]], fill=_PATH + (230,), width=lw)
     if skeleton is not None:
-        sh, sw = skeleton.canvas
-        p = skeleton.points.cpu().numpy() * [w / sw, h / sh]
+        p = rescale_pixels(skeleton.points.double().cpu(), skeleton.canvas, (h, w)).numpy()
         for a, b in skeleton.edges.tolist():
             d.line([tuple(p[a]), tuple(p[b])], fill=_BONE + (255,), width=lw * 2)
         for i, (x, y) in enumerate(p):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .coords import rescale_pixels
 from .skeleton import Skeleton
 
 # Joints on a 256 canvas (x, y): a figure with its arms held out, rooted at the pelvis.
@@ -42,7 +43,8 @@ def synthetic_character(size: int = 256) -> tuple[torch.Tensor, Skeleton]:
     """A stick-figure clipart: (RGBA image [size,size,4] float32 0..1 with anti-aliased alpha,
     its 15-joint :class:`Skeleton` rooted at the pelvis)."""
     s = size / 256.0
-    joints = {k: ((x + 0.5) * s - 0.5, (y + 0.5) * s - 0.5) for k, (x, y) in _JOINTS.items()}
+    at = rescale_pixels(torch.tensor(list(_JOINTS.values()), dtype=torch.float64), (256, 256), (size, size))
+    joints = dict(zip(_JOINTS, at.tolist()))
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
     rgba = np.zeros((size, size, 4))
     for part, radius, colour in _PARTS:

@@ -131,6 +131,32 @@ def test_render_colour_convention(dance):
 
 
 def test_skeleton_view(dance):
-    sk = dance.skeleton(0)
-    assert sk.num_points == 20 and sk.root == P.NECK
+    sk, track = P.pose_skeleton(dance, joints="body", missing="neck")
+    assert sk.num_points == 20 and sk.root == P.NECK and sk.names == P.BODY_NAMES
     assert torch.allclose(sk.points[5], dance.points[0, 5])
+    assert track.points.shape == (dance.frames, 20, 2)
+    # the bones are the layout's one limb table (as sorted pairs)
+    assert {tuple(e) for e in sk.edges.tolist()} == {tuple(sorted(limb)) for limb in P.LIMBS}
+
+
+
+def test_pose_skeleton_fills_missing_joints_at_the_neck_or_holds_them(dance):
+    conf = dance.conf.clone()
+    conf[2:, 4] = 0.0                                      # the right wrist is lost from frame 2 on
+    seq = P.PoseSequence(dance.points, conf, dance.canvas)
+    at_neck = P.pose_skeleton(seq, joints="body", missing="neck")[1]
+    held = P.pose_skeleton(seq, joints="body", missing="hold")[1]
+    assert torch.equal(at_neck.points[2:, 4], dance.points[2:, P.NECK])
+    assert torch.equal(held.points[2:, 4], dance.points[1, 4].expand(dance.frames - 2, 2))
+    assert (held.conf[2:, 4] == 0).all() and (held.conf[:2, 4] > 0).all()
+    detected = P.pose_skeleton(seq)[0]                     # "detected": joints seen in the first frame
+    assert detected.num_points == 18 and detected.names == P.BODY_NAMES[:18]
+
+
+def test_the_one_limb_table_keeps_animatex_drawing_order_and_colours():
+    """Animate-X's draw_pose colours limb i with colour i: the table's order is part of the release."""
+    assert P.LIMBS == [(1, 2), (1, 5), (2, 3), (3, 4), (5, 6), (6, 7), (1, 8), (8, 9), (9, 10), (1, 11), (11, 12),
+                       (12, 13), (1, 0), (0, 14), (14, 16), (0, 15), (15, 17), (13, 18), (10, 19)]
+    assert P.COLORS[:3] == [(255, 0, 0), (255, 85, 0), (255, 170, 0)] and len(P.COLORS) == 20
+    # the OpenPose-18 body is a tree of the first 17 limbs
+    assert len({j for limb in P.LIMBS[:17] for j in limb}) == 18

@@ -9,7 +9,8 @@ from comfyui_flipbook.pipelines import cpab
 from comfyui_flipbook.pipelines.cpab.tessellation import constraint_matrix
 from comfyui_flipbook.pipelines.cpab.transform import cell_index, transform_jacobian
 from comfyui_flipbook.pipelines.errors import FlipbookInputError
-from comfyui_flipbook.pipelines.skeleton import Skeleton
+from comfyui_flipbook.pipelines.coords import pixel_to_unit
+from comfyui_flipbook.pipelines.skeleton import KeypointTrack, Skeleton
 
 
 def _moves(seed, k=8, size=512, max_move=40.0, margin=60):
@@ -186,7 +187,7 @@ def test_fitted_keypoints_land_within_half_a_pixel(seed):
     assert err.max() < 0.5
     # rendered with 50 steps: the picture's source keypoints appear at the targets
     tess = params.tess
-    seen = cpab.transform(tess, cpab.warper.to_unit(dst, size), params.theta, nsteps=50)[0] * 511
+    seen = cpab.transform(tess, pixel_to_unit(dst.double(), size), params.theta, nsteps=50)[0] * 511
     assert (seen - src).norm(dim=-1).max() < 0.5
     grid = cpab.sampling_grid(params, size, flow_resolution=128).permute(0, 3, 1, 2)
     at = torch.nn.functional.grid_sample(grid, (dst / 511 * 2 - 1).view(1, 1, -1, 2), align_corners=True)
@@ -256,7 +257,7 @@ def test_keypoint_warp_node_tween_and_trajectory(inference):
     from comfyui_flipbook.pipelines.bezier import Trajectory
 
     t = torch.linspace(0, 1, 4).view(-1, 1, 1)
-    traj = Trajectory(_skeleton(src), 4, tracks=src + (dst - src) * t)
+    traj = Trajectory(_skeleton(src), 4, tracks=KeypointTrack(src + (dst - src) * t, None, (256, 256)))
     frames, _, flow, params = node.run(image, _skeleton(src), trajectory=traj, **args)
     assert frames.shape[0] == 4 and params.num_frames == 4
     apply = cpab_nodes.FlipbookCPABApply()

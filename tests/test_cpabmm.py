@@ -9,7 +9,7 @@ import torch
 from comfyui_flipbook.nodes import _comfy
 from comfyui_flipbook.nodes import cpabmm as cpabmm_nodes
 from comfyui_flipbook.pipelines import cpabmm
-from comfyui_flipbook.pipelines.cpabmm.animate import fit_cpab_grids
+from comfyui_flipbook.pipelines.cpabmm.pipeline import fit_cpab_grids
 from comfyui_flipbook.pipelines.errors import FlipbookInputError
 
 ASSETS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets")
@@ -50,7 +50,7 @@ def test_full_size_networks_have_the_official_layout():
     assert m.bg_predictor.bg_encoder.conv1.weight.shape == (64, 6, 7, 7)
     assert cpabmm.preset_config("mgif")["common"]["bg"] is False
     assert cpabmm.preset_config("ted")["size"] == 384 and cpabmm.preset_config("taichi")["max_iter"] == 200
-    norm = cpabmm.model.normalise_config({"preset": "vox", "common": {"num_tps": 7}})
+    norm = cpabmm.normalise_config({"preset": "vox", "common": {"num_tps": 7}})
     assert norm["common"]["num_cpab"] == 7                                            # official-yaml key
 
 

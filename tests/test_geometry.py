@@ -10,7 +10,8 @@ from comfyui_flipbook.pipelines.deform import MeshDeformer, cotan_laplacian, fac
 from comfyui_flipbook.pipelines.errors import FlipbookInputError
 from comfyui_flipbook.pipelines.mesh import build_mesh
 from comfyui_flipbook.pipelines.metrics import METRIC_KEYS, animation_metrics
-from comfyui_flipbook.pipelines.render import draw_rank, rasterize_face_ids
+from comfyui_flipbook.pipelines.raster import rasterize_face_ids
+from comfyui_flipbook.pipelines.render import draw_rank
 from comfyui_flipbook.pipelines.skeleton import Skeleton
 from comfyui_flipbook.pipelines.synthetic import synthetic_character
 

@@ -4,7 +4,7 @@ import pathlib
 import pytest
 import torch
 
-from comfyui_flipbook.pipelines import bezier, keypoints
+from comfyui_flipbook.pipelines import bezier, keypoints, pose
 from comfyui_flipbook.pipelines.io import load_rgba
 from comfyui_flipbook.pipelines.errors import FlipbookInputError
 from comfyui_flipbook.pipelines.skeleton import Skeleton
@@ -138,8 +138,14 @@ def _openpose(frames=3, w=640, h=480):
     return out
 
 
+def _pose_skeletons(data, person=0, **kw):
+    seq = pose.poses_from_openpose(data, person=person, threshold=0.1)
+    track = pose.pose_skeleton(seq, merge_face=True, **kw)[1]
+    return [pose.pose_skeleton(seq, frame=f, merge_face=True, **kw)[0] for f in range(track.frames)]
+
+
 def test_pose_keypoints_merge_face_and_tracks():
-    sks = keypoints.skeletons_from_pose(json.dumps(_openpose()))
+    sks = _pose_skeletons(json.dumps(_openpose()))
     assert len(sks) == 3
     sk = sks[0]
     assert sk.names[0] == "head" and len(sk.names) == 14                  # 13 body joints + merged head
@@ -154,13 +160,13 @@ def test_pose_keypoints_merge_face_and_tracks():
 
 def test_pose_bad_inputs():
     with pytest.raises(FlipbookInputError, match="person"):
-        keypoints.skeletons_from_pose(_openpose(), person=2)
+        _pose_skeletons(_openpose(), person=2)
     bad = _openpose(1)
     bad[0]["people"][0]["pose_keypoints_2d"] = [1, 2, 3]
     with pytest.raises(FlipbookInputError, match="18 body joints"):
-        keypoints.skeletons_from_pose(bad)
+        _pose_skeletons(bad)
     with pytest.raises(FlipbookInputError, match="OpenPose JSON"):
-        keypoints.skeletons_from_pose("[1, 2]")
+        _pose_skeletons("[1, 2]")
 
 
 def test_auto_keypoints_on_the_character():

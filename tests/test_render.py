@@ -7,7 +7,8 @@ import torch.nn.functional as F
 from comfyui_flipbook.pipelines.deform import MeshDeformer
 from comfyui_flipbook.pipelines.errors import FlipbookInputError
 from comfyui_flipbook.pipelines.mesh import build_mesh
-from comfyui_flipbook.pipelines.render import rasterize_face_ids, render_mesh
+from comfyui_flipbook.pipelines.raster import rasterize_face_ids
+from comfyui_flipbook.pipelines.render import render_mesh
 from comfyui_flipbook.pipelines.skeleton import Skeleton
 from comfyui_flipbook.pipelines.synthetic import synthetic_character
 

@@ -5,9 +5,13 @@ The objective, per θ (one per frame), is MAP with libcpab's smoothness prior:
 with ``s`` the pixel size of the canvas per axis, so that residuals are in pixels (isotropic on
 non-square images; without a canvas size, in [0,1]² units). Two optimisers:
 
-- ``lm``: Levenberg-Marquardt on the exact Jacobian (:func:`~.transform.transform_jacobian`);
-- ``adam``: Adam on the exact gradient. ``loss="norm"`` reproduces CPABMM's fit: the (not squared)
-  Frobenius norm of all residuals of a frame, no prior, θ₀ = 1e-6, lr 1e-2 (C:dense_motion.py:61-71).
+- ``lm``: Levenberg-Marquardt on the exact Jacobian (:func:`~.transform.transform_jacobian`). It stays
+  here rather than in :mod:`..optimise`: it needs the full [n, 2K, d] residual Jacobian, which only
+  CPAB computes, and its damping and trial steps are no gradient step;
+- ``adam``: the pack's one Adam loop (:func:`..optimise.adam_minimise`, i.e. ``torch.optim.Adam`` as
+  CPABMM runs it) on the exact gradient, given in closed form (``grad_fn``). ``loss="norm"``
+  reproduces CPABMM's fit: the (not squared) Frobenius norm of all residuals of a frame, no prior,
+  θ₀ = 1e-6, lr 1e-2 (C:dense_motion.py:61-71).
 
 Both are autograd-free, so they run unchanged under ``torch.inference_mode()``.
 """
@@ -19,6 +23,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import check_finite, fail
+from ..optimise import adam_minimise
 from ..progress import StepCallback, report
 from .tessellation import Tessellation
 from .transform import _as_batch, integrate, step_tables, transform_jacobian
@@ -174,33 +179,34 @@ def _fit_lm(tess, moving, fixed, w, theta, scale, iterations, nsteps, prec, gamm
 
 def _fit_adam(tess, moving, fixed, w, theta, scale, iterations, nsteps, prec, gamma, theta_prev,
               *, lr, loss, norm_group, callback, **_):
+    """Adam (:func:`..optimise.adam_minimise`) on the exact gradient, written out by hand: no graph."""
     if loss not in ("squared", "norm"):
         fail("loss", "'squared' or 'norm'", repr(loss))
     n = theta.shape[0]
     if loss == "norm" and n % norm_group:
         fail("norm_group", f"a divisor of the number of transforms ({n})", f"{norm_group}")
-    b1, b2, eps = 0.9, 0.999, 1e-8                      # torch.optim.Adam defaults (CPABMM)
-    m = torch.zeros_like(theta)
-    v = torch.zeros_like(theta)
-    for it in range(1, iterations + 1):
-        out = integrate(moving, step_tables(tess, theta, nsteps), tess.nx, tess.ny, nsteps)
+
+    def loss_and_gradient(th):
+        out = integrate(moving, step_tables(tess, th, nsteps), tess.nx, tess.ny, nsteps)
         r = (out - fixed) * scale
         if loss == "squared":
+            value = (w * (r ** 2).sum(-1)).sum(-1)
             cot = 2 * w.unsqueeze(-1) * r * scale
         else:
             wr = w.unsqueeze(-1) * r
-            norm = (wr * r).reshape(n // norm_group, -1).sum(-1).sqrt().clamp_min(1e-12)
+            value = (wr * r).reshape(n // norm_group, -1).sum(-1).sqrt()
+            norm = value.clamp_min(1e-12)
             cot = wr * scale / norm.repeat_interleave(norm_group).view(n, 1, 1)
-        _, g = transform_jacobian(tess, moving, theta, nsteps, cotangent=cot)
+        _, g = transform_jacobian(tess, moving, th, nsteps, cotangent=cot)
         if prec is not None:
-            g = g + 2 * theta @ prec
+            value = value + torch.einsum("nd,de,ne->n", th, prec, th)
+            g = g + 2 * th @ prec
         if gamma > 0:
-            g = g + 2 * gamma * (theta - theta_prev)
-        m.mul_(b1).add_(g, alpha=1 - b1)
-        v.mul_(b2).addcmul_(g, g, value=1 - b2)
-        denom = (v.sqrt() / (1 - b2 ** it) ** 0.5).add_(eps)
-        theta = theta - (lr / (1 - b1 ** it)) * m / denom
-        report(callback, it, iterations)
+            value = value + gamma * ((th - theta_prev) ** 2).sum(-1)
+            g = g + 2 * gamma * (th - theta_prev)
+        return value, g
+
+    theta, _ = adam_minimise(theta, grad_fn=loss_and_gradient, iters=iterations, lr=lr, callback=callback)
     return theta, iterations
 
 

@@ -9,7 +9,8 @@ Two ways to differentiate, both exact for the discretised map:
   hand (``λ_s = M_cᵀ λ_{s+1}``), then chains through ``∂Trel/∂A`` (Fréchet derivative of the
   exponential) and the basis: the full ``[n, P, 2, d]`` Jacobian for Levenberg-Marquardt, or a
   gradient for Adam, without an autograd graph (so it also runs under ``torch.inference_mode()``).
-Coordinates: x = column / (W-1), y = row / (H-1) (align_corners=True); coordinate 0 is x.
+Coordinates: the unit square with align_corners (:func:`..coords.pixel_to_unit`, x = column / (W-1),
+y = row / (H-1)); coordinate 0 is x.
 """
 from __future__ import annotations
 
@@ -247,7 +248,8 @@ def transform_jacobian(tess: Tessellation, points: torch.Tensor, theta: torch.Te
 
 
 def identity_grid(size: tuple[int, int], *, dtype=torch.float32, device=None) -> torch.Tensor:
-    """[h, w, 2] grid of (x, y) in [0,1]² with align_corners=True (pixel centres at the ends)."""
+    """[h, w, 2] pixel centres (x, y) in the unit square with align_corners (:mod:`..coords`), built
+    with ``linspace`` so that the ends are exactly 0 and 1 (CPAB's identity grid)."""
     h, w = size
     ys = torch.linspace(0, 1, h, dtype=dtype, device=device) if h > 1 else torch.zeros(1, dtype=dtype, device=device)
     xs = torch.linspace(0, 1, w, dtype=dtype, device=device) if w > 1 else torch.zeros(1, dtype=dtype, device=device)

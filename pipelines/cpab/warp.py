@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 import torch
 import torch.nn.functional as F
 
+from ..coords import pixel_to_unit, unit_to_ndc, unit_to_pixel
 from ..errors import check_finite, fail
 from ..progress import StepCallback, report
 from .tessellation import Tessellation, tessellation
@@ -20,6 +21,7 @@ from .transform import identity_grid, integrate, step_tables, theta_to_affine
 
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
 PADDINGS = ("border", "reflection", "zeros")
+RANDOM_MODES = ("wiggle", "tween", "independent")
 
 
 @dataclass
@@ -108,15 +110,14 @@ def sampling_grid(params: CPABParams, size: tuple[int, int], *, flow_resolution:
 
 def grid_to_flow(grid01: torch.Tensor) -> torch.Tensor:
     """Backward displacement in pixels, [F, H, W, 2] (x, y): source position minus pixel position."""
-    h, w = grid01.shape[1:3]
-    scale = torch.tensor([max(w - 1, 1), max(h - 1, 1)], dtype=grid01.dtype)
-    return (grid01 - identity_grid((h, w), dtype=grid01.dtype)) * scale
+    size = tuple(grid01.shape[1:3])
+    return unit_to_pixel(grid01 - identity_grid(size, dtype=grid01.dtype), size)
 
 
 def flow_to_grid(flow: torch.Tensor) -> torch.Tensor:
-    h, w = flow.shape[1:3]
-    scale = torch.tensor([max(w - 1, 1), max(h - 1, 1)], dtype=flow.dtype)
-    return flow / scale + identity_grid((h, w), dtype=flow.dtype)
+    """The inverse of :func:`grid_to_flow`: [F, H, W, 2] pixels -> sampling positions in [0,1]²."""
+    size = tuple(flow.shape[1:3])
+    return pixel_to_unit(flow, size) + identity_grid(size, dtype=flow.dtype)
 
 
 def warp(images: torch.Tensor, grid01: torch.Tensor, *, interpolation: str = "bilinear",
@@ -136,7 +137,7 @@ def warp(images: torch.Tensor, grid01: torch.Tensor, *, interpolation: str = "bi
     out = images.new_empty(n, images.shape[1], *grid01.shape[1:3])
     g = images.new_empty(1, *grid01.shape[1:])
     for i in range(n):
-        torch.mul(grid01[i:i + 1], 2, out=g).sub_(1)           # [0,1] -> grid_sample's [-1,1]
+        unit_to_ndc(grid01[i:i + 1], out=g)                    # [0,1] -> grid_sample's [-1,1]
         src = images[:1] if images.shape[0] == 1 else images[i:i + 1]
         out[i] = F.grid_sample(src, g, mode=interpolation, padding_mode=padding, align_corners=True)[0]
     return out.clamp_(0, 1) if interpolation == "bicubic" else out
@@ -166,7 +167,7 @@ def random_params(cells: tuple[int, int], n_frames: int, *, strength: float = 0.
     if mode == "independent":
         theta = tess.sample_theta(n_frames, length_scale, strength, generator=g)
         return CPABParams(theta, cells, zero_boundary, volume_preserving, canvas)
-    fail("mode", "one of ('wiggle', 'tween', 'independent')", repr(mode))
+    fail("mode", f"one of {RANDOM_MODES}", repr(mode))
 
 
 def flow_to_image(flow: torch.Tensor, max_magnitude: float = 0.0) -> torch.Tensor:

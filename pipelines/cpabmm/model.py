@@ -1,5 +1,5 @@
-"""CPABMM: configs of the four published presets, the model container, checkpoint I/O, and the
-keypoint-based CPAB transformation inference (spec cpab.md §2.1, §2.5, §3.1).
+"""CPABMM: the model container and checkpoint I/O (spec cpab.md §2.5, §3.1); its configs are in
+:mod:`.settings`.
 
 Checkpoints: the official ``torch.save`` dict ({'kp_detector': sd, 'dense_motion_network': sd,
 'inpainting_network': sd, 'bg_predictor': sd?, 'avd_network': sd?, 'optimizer': ..., 'epoch': ...},
@@ -9,7 +9,6 @@ the metadata key ``cpabmm_config``, so a file is self-describing; without it the
 """
 from __future__ import annotations
 
-import copy
 import json
 import os
 
@@ -18,57 +17,9 @@ from torch import nn
 
 from ..errors import FlipbookInputError, fail
 from .networks import AVDNetwork, BGMotionPredictor, DenseMotionNetwork, InpaintingNetwork, KPDetector
+from .settings import METADATA_KEY, normalise_config, preset_config
 
-PRESETS = {
-    # C:config/*.yaml (model_params, train_params.max_iter); TPSMM-derived sizes (spec §2.3, §2.5)
-    "vox": {"size": 256, "max_iter": 100, "bg": True},
-    "taichi": {"size": 256, "max_iter": 200, "bg": True},
-    "ted": {"size": 384, "max_iter": 100, "bg": True},
-    "mgif": {"size": 256, "max_iter": 100, "bg": False},
-}
 MODULES = ("kp_detector", "dense_motion_network", "inpainting_network", "bg_predictor", "avd_network")
-METADATA_KEY = "cpabmm_config"
-
-
-def preset_config(name: str) -> dict:
-    if name not in PRESETS:
-        fail("preset", f"one of {tuple(PRESETS)}", repr(name))
-    p = PRESETS[name]
-    return {
-        "preset": name, "size": p["size"], "max_iter": p["max_iter"], "global_iter_factor": 1.5,
-        "nsteps": 50, "partial_cells": 4, "global_cells": 6, "lr": 1e-2,
-        "common": {"num_cpab": 10, "num_channels": 3, "bg": p["bg"], "width": 64},
-        "generator": {"block_expansion": 64, "max_features": 512, "num_down_blocks": 3},
-        "dense_motion": {"block_expansion": 64, "max_features": 1024, "num_blocks": 5, "scale_factor": 0.25},
-        "avd": {"id_bottle_size": 128, "pose_bottle_size": 128},
-    }
-
-
-def tiny_config(preset: str = "vox") -> dict:
-    """A config that builds in milliseconds and runs on a CPU in a second (tests, test models)."""
-    cfg = preset_config(preset)
-    cfg.update(size=64, max_iter=8, nsteps=10)
-    cfg["common"].update(num_cpab=2, width=8)
-    cfg["generator"].update(block_expansion=8, max_features=32, num_down_blocks=3)
-    cfg["dense_motion"].update(block_expansion=8, max_features=32, num_blocks=3)
-    cfg["avd"].update(id_bottle_size=16, pose_bottle_size=16, hidden=[16, 32, 64])
-    return cfg
-
-
-def normalise_config(cfg: dict) -> dict:
-    """Accept official-style keys too (``num_tps`` -> ``num_cpab``, spec §0)."""
-    cfg = copy.deepcopy(cfg)
-    base = preset_config(cfg.get("preset", "vox"))
-    for k, v in cfg.items():
-        if isinstance(v, dict) and isinstance(base.get(k), dict):
-            base[k].update(v)
-        else:
-            base[k] = v
-    common = base["common"]
-    if "num_tps" in common:
-        common["num_cpab"] = common.pop("num_tps")
-    return base
-
 
 class CPABMM(nn.Module):
     def __init__(self, config: dict, *, with_bg: bool | None = None, with_avd: bool = True):
@@ -170,10 +121,3 @@ def convert_to_safetensors(src: str, dst: str | None = None, preset: str | dict 
                 break
         dst = base + ".safetensors"
     return save_safetensors(model, dst)
-
-
-def write_test_models(models_dir: str) -> list[str]:
-    """Tiny random CPABMM under the name the shipped workflow loads (make-test-models)."""
-    torch.manual_seed(0)
-    model = CPABMM(tiny_config("vox"))
-    return [save_safetensors(model, os.path.join(models_dir, "cpabmm", "cpabmm-vox-256.safetensors"))]

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..coords import pixel_to_ndc
+
 # --- ResNet-18 with torchvision's key names (torchvision is not a dependency) --------------------
 
 
@@ -231,10 +233,11 @@ class AntiAliasInterpolation2d(nn.Module):
 
 
 def coordinate_grid(h: int, w: int, dtype=torch.float32, device=None) -> torch.Tensor:
-    """[h, w, 2] (x, y) in [-1, 1] (TPSMM's make_coordinate_grid)."""
-    x = torch.arange(w, dtype=dtype, device=device) / max(w - 1, 1) * 2 - 1
-    y = torch.arange(h, dtype=dtype, device=device) / max(h - 1, 1) * 2 - 1
-    return torch.stack([x.view(1, -1).expand(h, w), y.view(-1, 1).expand(h, w)], -1)
+    """[h, w, 2] (x, y) pixel centres in [-1, 1] with align_corners (TPSMM's make_coordinate_grid)."""
+    x = torch.arange(w, dtype=dtype, device=device)
+    y = torch.arange(h, dtype=dtype, device=device)
+    pixels = torch.stack([x.view(1, -1).expand(h, w), y.view(-1, 1).expand(h, w)], -1)
+    return pixel_to_ndc(pixels, (h, w), align_corners=True)
 
 
 def kp2gaussian(kp: torch.Tensor, size, variance: float) -> torch.Tensor:

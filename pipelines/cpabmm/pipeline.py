@@ -9,11 +9,13 @@ import math
 import torch
 import torch.nn.functional as F
 
+from ..coords import ndc_to_unit, unit_to_ndc
 from ..cpab import fit_theta, tessellation, transform_grid
 from ..errors import check_image, fail
 from ..progress import StepCallback, report
 from .model import CPABMM
 from .networks import coordinate_grid
+from .settings import ANIMATE
 
 MODES = ("relative", "standard", "avd")
 GROUP = 5          # keypoints per local transform
@@ -31,8 +33,8 @@ def fit_cpab_grids(kp_source: torch.Tensor, kp_driving: torch.Tensor, size: tupl
     """
     bs = kp_source.shape[0]
     h, w = size
-    ks = (kp_source.double() + 1) / 2
-    kd = (kp_driving.double() + 1) / 2
+    ks = ndc_to_unit(kp_source.double())
+    kd = ndc_to_unit(kp_driving.double())
     out = []
     for cells, groups, iters in ((partial_cells, num_cpab, max_iter),
                                  (global_cells, 1, max(1, round(global_factor * max_iter)))):
@@ -43,7 +45,7 @@ def fit_cpab_grids(kp_source: torch.Tensor, kp_driving: torch.Tensor, size: tupl
         res = fit_theta(tess, src, dst, method="adam", iterations=iters, lr=lr, nsteps=nsteps, prior_strength=0.0,
                         theta0=theta0, loss="norm", norm_group=groups)
         grid = transform_grid(tess, res.theta.float(), (h, w), nsteps)          # [bs·groups, h, w, 2] in [0,1]
-        out.append((grid * 2 - 1).view(bs, groups, h, w, 2))
+        out.append(unit_to_ndc(grid).view(bs, groups, h, w, 2))
     return torch.cat(out, 1)
 
 
@@ -81,10 +83,16 @@ def _to_model(images: torch.Tensor, size: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def animate(model: CPABMM, source: torch.Tensor, driving: torch.Tensor, *, mode: str = "relative",
-            max_iter: int | None = None, use_bg: bool = True, batch: int = 4,
+def animate(model: CPABMM, source: torch.Tensor, driving: torch.Tensor, *, mode: str = ANIMATE.mode,
+            max_iter: int | None = ANIMATE.max_iter, use_bg: bool = ANIMATE.use_bg, batch: int = ANIMATE.batch,
             callback: StepCallback | None = None) -> torch.Tensor:
-    """Animate ``source`` IMAGE [1,H,W,3] with the motion of ``driving`` IMAGE [F,h,w,3] -> [F,H,W,3]."""
+    """Animate ``source`` IMAGE [1,H,W,3] with the motion of ``driving`` IMAGE [F,h,w,3] -> [F,H,W,3].
+
+    mode: :data:`MODES` (spec §2.7); max_iter: the local fits' Adam iterations (0 or None: the
+    config's); use_bg: the background predictor when the checkpoint has one; batch: driving frames
+    per pass.
+    """
+    # 1. Check inputs
     if mode not in MODES:
         fail("mode", f"one of {MODES}", repr(mode))
     source = check_image("source", source, channels=(3,))
@@ -95,6 +103,7 @@ def animate(model: CPABMM, source: torch.Tensor, driving: torch.Tensor, *, mode:
     size = int(cfg["size"])
     iters = int(cfg["max_iter"] if max_iter is None or max_iter <= 0 else max_iter)
     dev = next(model.parameters()).device
+    # 2. The source at model and motion resolution, and its keypoints [1, K, 2] in [-1, 1]
     src = _to_model(source[:1], size).to(dev)
     kp_s = model.kp_detector(src)["fg_kp"]
     src_small = model.dense_motion_network.downsample(src)
@@ -103,6 +112,7 @@ def animate(model: CPABMM, source: torch.Tensor, driving: torch.Tensor, *, mode:
     frames = []
     n = driving.shape[0]
     for i in range(0, n, batch):
+        # 3. Driving keypoints, moved onto the source (relative / AVD / as detected)
         drv = _to_model(driving[i:i + batch], size).to(dev)
         b = drv.shape[0]
         kp_d = model.kp_detector(drv)["fg_kp"]
@@ -115,12 +125,14 @@ def animate(model: CPABMM, source: torch.Tensor, driving: torch.Tensor, *, mode:
             kp_n = model.avd_network({"fg_kp": ks}, {"fg_kp": kp_d})["fg_kp"]
         else:
             kp_n = kp_d
+        # 4. Backward grids: background, N local and 1 global CPAB transforms (§2.1-2.2)
         bg = model.bg_predictor(src.expand(b, -1, -1, -1), drv) if (use_bg and model.bg_predictor is not None) else None
         grids = torch.cat([background_grid(b, motion, bg).to(dev),
                            fit_cpab_grids(ks.cpu(), kp_n.cpu(), motion, num_cpab=model.num_cpab, max_iter=iters,
                                           global_factor=cfg["global_iter_factor"], nsteps=cfg["nsteps"],
                                           lr=cfg["lr"], partial_cells=cfg["partial_cells"],
                                           global_cells=cfg["global_cells"]).to(dev)], 1)
+        # 5. Dense motion with occlusion, then inpainting; back to the source's size
         dense = model.dense_motion_network(src_small.expand(b, -1, -1, -1), kp_n, ks, grids)
         out = model.inpainting_network(src.expand(b, -1, -1, -1), dense)["prediction"]
         if out.shape[2:] != tuple(source.shape[1:3]):

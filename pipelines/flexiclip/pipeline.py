@@ -1,5 +1,6 @@
 """The weight-free FlexiClip path end to end: keypoints → Bezier trajectories → mesh deformation →
-rendering (spec flexiclip.md §1.2–1.6, §2.4–2.5). Nodes, the demo and the benchmark all call this.
+rendering (spec flexiclip.md §1.2–1.6, §2.4–2.5). The Clipart nodes, the demo and the benchmark all
+call this; the defaults come from :mod:`.settings`.
 """
 from __future__ import annotations
 
@@ -9,24 +10,30 @@ from dataclasses import dataclass
 
 import torch
 
-from .bezier import Trajectory, preset_trajectory
-from .deform import MeshDeformer
-from .errors import check_image, fail
-from .mesh import Mesh, build_mesh
-from .progress import StepCallback, report
-from .render import render_mesh
-from .skeleton import Skeleton
+from ..bezier import Trajectory, preset_trajectory
+from ..deform import MeshDeformer
+from ..errors import check_image, fail
+from ..mesh import Mesh, build_mesh
+from ..progress import StepCallback, report
+from ..render import render_mesh
+from ..skeleton import Skeleton
+from .settings import DEFORM, DEMO_MOTION, MESH, MOTION
 
-EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets")
+EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "assets")
 DEMO_IMAGE = os.path.join(EXAMPLES, "flipbook_character.png")
 DEMO_KEYPOINTS = os.path.join(EXAMPLES, "flipbook_character.keypoints.json")
 
 
 @dataclass
 class Animation:
-    """Deformed mesh vertices for every frame. ComfyUI type: ``FLIPBOOK_ANIMATION``."""
+    """Deformed mesh vertices for every frame. ComfyUI type: ``FLIPBOOK_ANIMATION``.
+
+    mesh: the rest :class:`~..mesh.Mesh` (texture, faces, draw order).
+    vertices: [T, V, 2] float deformed vertices in px on the mesh canvas.
+    trajectory: the keypoint trajectory that drove them, or None.
+    """
     mesh: Mesh
-    vertices: torch.Tensor                 # [T, V, 2] px on the mesh canvas
+    vertices: torch.Tensor
     trajectory: Trajectory | None = None
 
     @property
@@ -40,8 +47,8 @@ def triangle_area(canvas: tuple[int, int], area_256: float) -> float:
     return area_256 * (max(canvas) / 256.0) ** 2
 
 
-def deform_animation(mesh: Mesh, trajectory: Trajectory, *, method: str = "poisson_bilap",
-                     constraint_lambda: float = 1.0, chunk: int = 64,
+def deform_animation(mesh: Mesh, trajectory: Trajectory, *, method: str = DEFORM.method,
+                     constraint_lambda: float = DEFORM.constraint_lambda, chunk: int = 64,
                      callback: StepCallback | None = None, deformer: MeshDeformer | None = None) -> Animation:
     """Solve every frame's mesh from the trajectory's keypoints (one factorisation for all frames)."""
     k = trajectory.skeleton.num_points
@@ -74,24 +81,34 @@ def render_animation(anim: Animation, *, background=(1.0, 1.0, 1.0), out_size=No
 
 
 def animate_clipart(image: torch.Tensor, skeleton: Skeleton, *, mask: torch.Tensor | None = None,
-                    preset: str = "wave", n_frames: int = 24, amplitude: float = 0.06, loop: str = "loop",
-                    cycles: int = 1, seed: int = 0, method: str = "poisson_bilap", constraint_lambda: float = 1.0,
-                    max_area_256: float = 30.0, background=(1.0, 1.0, 1.0)):
-    """One picture [H, W, 3|4] + its keypoints → (frames [T,H,W,3], mask [T,H,W], Animation)."""
+                    preset: str = MOTION.preset, n_frames: int = MOTION.frames, amplitude: float = MOTION.amplitude,
+                    loop: str = MOTION.loop, cycles: int = MOTION.cycles, seed: int = MOTION.seed,
+                    method: str = DEFORM.method, constraint_lambda: float = DEFORM.constraint_lambda,
+                    max_area_256: float = MESH.max_triangle_area, background=(1.0, 1.0, 1.0)):
+    """One picture [H, W, 3|4] + its keypoints → (frames [T,H,W,3], mask [T,H,W], Animation).
+
+    Mesh with the default :class:`~.settings.MeshSettings` (angle, margin, backend) and
+    ``max_area_256`` px² at 256² (scaled to the picture).
+    """
+    # 1. Check inputs
     image = check_image("image", image)[0]
+    # 2. Triangulate the silhouette with the keypoints as vertices (§1.3)
     mesh = build_mesh(image, None if mask is None else mask, skeleton,
                       max_area=triangle_area(tuple(image.shape[:2]), max_area_256))
+    # 3. One cubic Bezier per keypoint (§1.4; weight-free presets, §4)
     traj = preset_trajectory(skeleton, preset, n_frames=n_frames, amplitude=amplitude, loop=loop,
                              cycles=cycles, seed=seed)
+    # 4. Pose the mesh in every frame: one factorisation, all frames (§2.4)
     anim = deform_animation(mesh, traj, method=method, constraint_lambda=constraint_lambda)
+    # 5. Render the textured mesh (§2.5)
     frames, alpha = render_animation(anim, background=background)
     return frames, alpha, anim
 
 
 def demo_inputs(image_path: str | None = None):
     """The shipped character and its keypoints, or another picture with automatic keypoints."""
-    from .io import load_rgba
-    from .keypoints import auto_keypoints, skeleton_from_json
+    from ..io import load_rgba
+    from ..keypoints import auto_keypoints, skeleton_from_json
 
     if image_path is None:
         image = load_rgba(DEMO_IMAGE)
@@ -103,10 +120,11 @@ def demo_inputs(image_path: str | None = None):
     return image, sk
 
 
-def run_demo(out: str, *, image: str | None = None, frames: int = 24, preset: str = "wave",
-             amplitude: float = 0.08, fps: float = 12.0, seed: int = 0) -> str:
+def run_demo(out: str, *, image: str | None = None, frames: int = DEMO_MOTION.frames,
+             preset: str = DEMO_MOTION.preset, amplitude: float = DEMO_MOTION.amplitude, fps: float = 12.0,
+             seed: int = DEMO_MOTION.seed) -> str:
     """``python -m comfyui_flipbook demo``: animate the shipped clipart on the CPU, no model."""
-    from .io import save_animation
+    from ..io import save_animation
 
     img, sk = demo_inputs(image)
     with torch.inference_mode():
