@@ -84,6 +84,14 @@ ANIMATEX = _declare("FLIPBOOK_ANIMATEX", ".pipelines.animatex.pipeline:AnimateXM
 ANIMATEX_MOTION = _declare("FLIPBOOK_ANIMATEX_MOTION", ".pipelines.animatex.pipeline:Motion",
                            "Animate-X's implicit pose indicator inputs", "Flipbook Animate-X Pose Indicator")
 
+# --- PoseAnimate (SD1.5 + ControlNet) -----------------------------------------------------------------
+SDCN = _declare("FLIPBOOK_SDCN", ".pipelines.poseanimate.models:SDControlNet",
+                "SD1.5 + an OpenPose ControlNet, with the attention patches it carries",
+                "Flipbook PoseAnimate Loader / Tiny SD + ControlNet / PoseAnimate Attention")
+POSE_EMBEDS = _declare("FLIPBOOK_POSE_EMBEDS", ".pipelines.poseanimate.pipeline:PoseEmbeddings",
+                       "PoseAnimate's per-frame, per-step embeddings with the source noise and poses",
+                       "Flipbook PoseAnimate Embedding Optimiser")
+
 
 # --- ComfyUI's own types: checked by shape of the value ------------------------------------------------
 
