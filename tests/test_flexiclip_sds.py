@@ -200,3 +200,108 @@ def test_toy_objective_moves_the_trajectory_towards_the_target(rig):
     before = (start.control - target.control).norm(dim=-1).mean()
     after = (res.trajectory.control - target.control).norm(dim=-1).mean()
     assert res.losses[-1] < 0.5 * res.losses[0] and after < 0.7 * before
+
+
+def test_preview_and_cancel(rig, sway, backbone):
+    shown, polls = [], []
+    res = optimise_sds(rig[2], sway, backbone, "x", replace(TINY, iterations=3, preview_every=2),
+                       preview=lambda k, f: shown.append((k, tuple(f.shape))), check=lambda: polls.append(1))
+    assert [k for k, _ in shown] == [1, 3] and shown[0][1] == (4, 32, 32, 3)
+    assert len(polls) >= 3 * 3                        # every iteration, before every model call
+    assert res.animation.n_frames == 4 and len(res.losses) == 3
+
+    class Cancelled(Exception):
+        pass
+
+    def cancel():
+        if len(polls) > 2:
+            raise Cancelled
+        polls.append(1)
+    polls.clear()
+    with pytest.raises(Cancelled):
+        optimise_sds(rig[2], sway, backbone, "x", replace(TINY, iterations=50), check=cancel)
+
+
+# --- scores (item 5) -----------------------------------------------------------------------------------
+
+class StandInCLIPVision:
+    """ComfyUI CLIP_VISION's interface: encode_image(IMAGE) -> {"image_embeds": [B, D]}."""
+
+    def __init__(self):
+        self.proj = torch.randn(3 * 8 * 8, 16, generator=torch.Generator().manual_seed(0))
+
+    def encode_image(self, image, crop=True):
+        x = torch.nn.functional.adaptive_avg_pool2d(image[..., :3].movedim(-1, 1).float(), 8)
+        return {"image_embeds": x.flatten(1) @ self.proj}
+
+
+def test_clip_image_similarity():
+    from comfyui_flipbook.pipelines.flexiclip.scores import clip_image_similarity
+    image, _ = synthetic_character(64)
+    ref = image[None, ..., :3]
+    same, per = clip_image_similarity(StandInCLIPVision(), ref.repeat(5, 1, 1, 1), ref, max_frames=3)
+    assert same == pytest.approx(1.0, abs=1e-6) and len(per) == 3
+    other, _ = clip_image_similarity(StandInCLIPVision(), torch.rand(4, 64, 64, 3), ref)
+    assert other < same
+    with pytest.raises(FlipbookInputError, match="clip_vision"):
+        clip_image_similarity(object(), ref, ref)
+
+
+def test_xclip_similarity_on_a_tiny_random_model(tmp_path):
+    from comfyui_flipbook.pipelines.flexiclip.scores import load_xclip, write_tiny_xclip, xclip_similarity
+    xc = load_xclip(write_tiny_xclip(str(tmp_path / "xclip")))
+    frames = torch.rand(24, 48, 48, 3, generator=torch.Generator().manual_seed(0))
+    a, b = xclip_similarity(xc, frames, "a man is dancing"), xclip_similarity(xc, frames, "a cat")
+    assert -1 <= a <= 1 and a != b and a == xclip_similarity(xc, frames, "a man is dancing")
+    assert -1 <= xclip_similarity(xc, frames[:3], "a cat") <= 1      # fewer frames than the model takes
+    with pytest.raises(FlipbookInputError, match="xclip"):
+        load_xclip(str(tmp_path))
+
+
+# --- nodes (item 6), as ComfyUI runs them: inside torch.inference_mode() --------------------------------
+
+def _node(node_type, **kw):
+    from comfyui_flipbook import NODE_CLASS_MAPPINGS as N
+    cls = N[node_type]
+    out = getattr(cls(), cls.FUNCTION)(**kw)
+    return out["result"] if isinstance(out, dict) else out
+
+
+def test_nodes_run_inside_inference_mode(inference, rig, tmp_path, monkeypatch):
+    import json
+    monkeypatch.setenv("FLIPBOOK_MODELS_DIR", str(tmp_path))
+    from comfyui_flipbook.pipelines.flexiclip.scores import write_tiny_xclip
+    write_tiny_xclip(str(tmp_path / "xclip" / "tiny"))
+    image, skeleton, _ = rig
+    picture = image[None]
+    points = json.dumps(skeleton.points.tolist())
+    edges = json.dumps(skeleton.edges.tolist())
+    (sk,) = _node("FlipbookKeypointsFromJSON", image=picture, points_json=points, edges_json=edges, normalized=False, root=0)
+    (mesh,) = _node("FlipbookMeshBuilder", image=picture, skeleton=sk, max_triangle_area=40.0 * 16, min_angle=20.0,
+                    margin_px=2.0, backend="scipy", invert_mask=True)
+    (traj,) = _node("FlipbookBezierTrajectory", skeleton=sk, frames=4, preset="wave", amplitude=0.05, loop="loop",
+                    cycles=1, seed=0)
+    (model,) = _node("FlipbookTinyT2V", seed=0, vae_downscale="8")
+    (corr,) = _node("FlipbookFlexiClipCorrector", window=2, substeps=1, solver="rk4", structure="pfode", seed=0)
+    traj2, anim, corr2, frames = _node(
+        "FlipbookFlexiClipSDS", mesh=mesh, trajectory=traj, model=model, prompt="a figure waves", iterations=2,
+        guidance=50.0, frames=4, loop_num=0, render_size=32, skeleton_weight=25.0, use_mlp=True, lambda_flow=15.0,
+        flow_mode="dds", augment=True, lr=0.005, constraint_lambda=1.0, fp16=False, seed=1000, corrector=corr)
+    assert frames.shape == (4, 32, 32, 3) and anim.n_frames == 4 and traj2.n_frames == 4
+    assert torch.isfinite(anim.vertices).all() and corr2 is not corr
+    assert any((a != b).any() for a, b in zip(corr2.state_dict().values(), corr.state_dict().values()))
+    (again,) = _node("FlipbookFlexiClipApplyCorrector", mesh=mesh, trajectory=traj2, corrector=corr2, constraint_lambda=1.0)
+    assert torch.allclose(again.vertices, anim.vertices, atol=1e-4)
+    rendered, _ = _node("FlipbookMeshRender", animation=anim, background="white", scale=1.0)
+    _node("FlipbookFlexiClipCorrectorSave", corrector=corr2, name="trained")
+    (back,) = _node("FlipbookFlexiClipCorrector", window=4, substeps=2, solver="euler", structure="plain", seed=1,
+                    state="trained.safetensors")
+    assert back.config == corr2.config
+    sim, text = _node("FlipbookCLIPImageSimilarity", clip_vision=StandInCLIPVision(), frames=rendered, reference=picture,
+                      max_frames=0)
+    assert 0 < sim <= 1 + 1e-6 and len(json.loads(text)["per_frame"]) == 4
+    (xc,) = _node("FlipbookXCLIPLoader", model_dir="tiny")
+    (score,) = _node("FlipbookXCLIPSimilarity", xclip=xc, frames=rendered, text="a figure waves")
+    assert -1 <= score <= 1
+    with pytest.raises(FlipbookInputError, match="name"):
+        _node("FlipbookFlexiClipCorrectorSave", corrector=corr2, name="../escape")

@@ -246,6 +246,8 @@ class SDSObjective:
         self.times, self.order = torch.unique(u_all, sorted=True, return_inverse=True)
         self.ctrl0 = trajectory.control.detach().double().clone()
         self.ctrl0[:, 0] = sk.points.double()
+        # clones: inputs made under ComfyUI's inference mode cannot join a graph
+        self.rest_points, self.edges = sk.points.detach().double().clone(), sk.edges.clone()
         self.px = max(mesh.canvas) / 256.0          # AniClipart's units are px of a 256² canvas
         self.mlp = None
         if st.use_mlp:
@@ -316,7 +318,7 @@ class SDSObjective:
         grid = augmentation_grid(st.render_size, g, distortion=st.perspective, scale=st.crop_scale) if st.augment else None
         x = augment_frames(frames, grid) if grid is not None else frames
         parts = {}
-        loss = skeleton_loss(poses, self.skeleton.points.double(), self.skeleton.edges, 1.0 / self.px) * st.w_skel
+        loss = skeleton_loss(poses, self.rest_points, self.edges, 1.0 / self.px) * st.w_skel
         parts["skeleton"] = float(loss.detach())
         if self.extra_loss is not None:
             extra = self.extra_loss(frames)

@@ -48,3 +48,8 @@ MOTION = MotionSettings()
 DEFORM = DeformSettings()
 # `python -m comfyui_flipbook demo` moves a little more than the node default
 DEMO_MOTION = MotionSettings(amplitude=0.08)
+
+# The model folders the SDS workflow loads (the Hugging Face repo names users clone; make-test-models
+# writes tiny random ones under them).
+T2V_MODEL = "text-to-video-ms-1.7b"          # models/diffusers/ (ModelScope T2V, spec §1.7; CC BY-NC weights)
+XCLIP_MODEL = "xclip-base-patch32"            # models/xclip/ (microsoft/xclip-base-patch32, spec §3)
