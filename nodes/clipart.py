@@ -211,7 +211,9 @@ class FlipbookMeshDeform:
                                                               "tooltip": "poisson_bilap: FlexiClip's (LᵀL+λKᵀK) solve (smooth). poisson: "
                                                                          "standard NJF form (cusps at handles). arap: AniClipart's as-rigid-as-possible."}),
             "constraint_lambda": ("FLOAT", {"default": clip.DEFORM.constraint_lambda, "min": 1e-3, "max": 1e6, "step": 0.1,
-                                            "tooltip": "Weight of the keypoint constraints. 1 is FlexiClip's; 1000 pins keypoints exactly."}),
+                                            "tooltip": "Weight of the keypoint constraints. 1000 (default, weight-free rig): keypoints land on "
+                                                       "the trajectory (within 0.1 px). 1: FlexiClip-faithful soft constraints (what its "
+                                                       "SDS optimiser uses); keypoints then lag large moves by several px."}),
         }}
 
     def deform(self, mesh, trajectory, method, constraint_lambda):

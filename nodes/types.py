@@ -76,6 +76,10 @@ ATTN_PATCH = _declare("FLIPBOOK_ATTN_PATCH", ".pipelines.flipsketch.settings:Fli
                       "FlipSketch's attention-composition settings", "Flipbook FlipSketch Attention")
 FRAME_ALIGN = _declare("FLIPBOOK_FRAME_ALIGN", ".pipelines.flipsketch.settings:FrameAlign",
                        "FlipSketch's frame-alignment settings", "Flipbook FlipSketch Frame Align")
+CORRECTOR = _declare("FLIPBOOK_TJC", ".pipelines.flexiclip.corrector:TemporalJacobianCorrector",
+                     "FlexiClip's temporal Jacobian corrector network", "Flipbook FlexiClip Corrector / SDS Optimiser")
+XCLIP = _declare("FLIPBOOK_XCLIP", ".pipelines.flexiclip.scores:XCLIP", "an X-CLIP text-video model",
+                 "Flipbook X-CLIP Loader")
 # --- poses, Animate-X ---------------------------------------------------------------------------
 POSES = _declare("FLIPBOOK_POSES", ".pipelines.pose:PoseSequence",
                  "a pose sequence (OpenPose body, feet, hands, face per frame)", "Flipbook Pose From Keypoints / Load Pose Keypoints")
