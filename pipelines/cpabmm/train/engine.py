@@ -24,6 +24,7 @@ import csv
 import math
 import os
 import time
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -294,7 +295,9 @@ def train(config, data: str, out: str, options: TrainOptions | None = None, call
                 if epoch_end:
                     scheduler.step()
                     if scheduler_bg is not None:
-                        scheduler_bg.step()
+                        with warnings.catch_warnings():     # before bg_start its optimiser has not stepped
+                            warnings.simplefilter("ignore", UserWarning)
+                            scheduler_bg.step()
                 if epoch_end or (opt.checkpoint_every and step % opt.checkpoint_every == 0) or step == total:
                     save(epoch if epoch_end else None)
     finally:
