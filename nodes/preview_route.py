@@ -225,7 +225,7 @@ class PreviewService:
             fail("points_json", f"at most {MAX_POINTS} keypoints in a preview", f"{sk.num_points}")
         targets = _check_text("targets_json", req.get("targets_json"))
         if kind == "cpab" and targets.strip():
-            tgt = _targets(targets, sk)
+            tgt = keypoints.targets_from_json(targets, sk).points
             track, control = None, None
         else:
             traj = bezier.preset_trajectory(
@@ -310,25 +310,6 @@ class PreviewService:
         if tgt is not None and only is not None:
             frames = frames[min(only, len(frames) - 1)][None]
         return frames
-
-
-def _targets(text: str, sk) -> torch.Tensor:
-    """targets_json -> [K, 2] px on the keypoints' canvas (null entries stay at their source)."""
-    data = keypoints._parse_json("targets_json", text)
-    k = sk.num_points
-    if not isinstance(data, list) or len(data) > k:
-        fail("targets_json", f"a list of at most {k} [x, y] points (or null)", str(data)[:80])
-    out = sk.points.clone().float()
-    for i, t in enumerate(data):
-        if t is None:
-            continue
-        try:
-            out[i] = torch.tensor(t, dtype=torch.float32).reshape(2)
-        except (TypeError, ValueError, RuntimeError):
-            fail(f"targets_json[{i}]", "an [x, y] point or null", str(t)[:40])
-    from ..pipelines.errors import check_points
-
-    return check_points("targets_json", out, size=sk.canvas)
 
 
 def _uint8(frames: torch.Tensor):
