@@ -16,7 +16,16 @@ from comfyui_flipbook.pipelines.cpabmm.train import (FramesDataset, SyntheticMot
 from comfyui_flipbook.pipelines.cpabmm.train.data import augment
 from comfyui_flipbook.pipelines.errors import FlipbookInputError
 
-torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Training tests run on one thread, and give the session's thread count back (other tests'
+    results, the goldens among them, depend on it)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def small_config(**train):
