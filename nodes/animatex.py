@@ -13,6 +13,7 @@ from ..pipelines.errors import fail
 from ._comfy import (FileList, check_interrupted, list_models, model_path, offload_device, on_compute_device,
                      progress_callback, register_model_folder, torch_device)
 from . import widgets as W
+from .image import resolve_mask
 from .types import ANIMATEX as MODEL, ANIMATEX_MOTION as MOTION, POSES
 
 CAT = "Flipbook/Animate-X"
@@ -106,7 +107,7 @@ class FlipbookAnimateXPoseIndicator:
 
     def encode(self, clip_vision, reference, poses, driving_frames=None, reference_pose=None, reference_mask=None):
         return (build_motion(_clip_encoder(clip_vision), reference, poses, driving_frames=driving_frames,
-                             reference_pose=reference_pose, reference_mask=reference_mask),)
+                             reference_pose=reference_pose, reference_mask=resolve_mask(reference_mask, reference)),)
 
 
 class FlipbookAnimateXSampler:
@@ -157,7 +158,8 @@ class FlipbookAnimateXSampler:
         encode = None if vae is None else (lambda img: vae.encode(img[..., :3]).float().cpu())
         cond, latent_hw = prepare(model, reference, pose_images, motion, width=width, height=height,
                                   reference_mode=reference_mode, encode_latent=encode,
-                                  reference_pose_image=reference_pose_image, reference_mask=reference_mask)
+                                  reference_pose_image=reference_pose_image,
+                                  reference_mask=resolve_mask(reference_mask, reference))
         with on_compute_device(model.unet):      # makes room in ComfyUI first; back to offload after, also on cancel
             lat = animate(model, cond, latent_hw, seed=seed, steps=steps, guidance=guidance, eta=eta,
                           noise_offset=noise_offset, context_frames=context_frames, context_overlap=context_overlap,

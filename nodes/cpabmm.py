@@ -10,7 +10,7 @@ import torch
 from ..pipelines import cpabmm
 from ..pipelines.errors import fail
 from ..pipelines.io import load_frames
-from ._comfy import (FileList, free_memory, input_image_path, list_models, model_path, progress_callback,
+from ._comfy import (FileList, file_signature, free_memory, input_image_path, list_models, model_path, progress_callback,
                      register_model_folder, torch_device)
 from . import widgets as W
 from .types import CPABMM_MODEL as MODEL
@@ -126,9 +126,15 @@ class FlipbookLoadFrames:
         return {"required": {
             "file": ("STRING", {"default": "cpabmm_driving.webp",
                                 "tooltip": "File name inside ComfyUI's input folder."}),
-            "max_frames": W.max_frames("At most this many frames (0: all)."),
+            "max_frames": W.max_frames("At most this many frames (0: all, within the memory budget "
+                                       "$FLIPBOOK_MEMORY_BUDGET_GB).", default=240),
             "every_nth": W.every_nth("Keep every n-th frame."),
         }}
+
+    @classmethod
+    def IS_CHANGED(cls, file, **_):
+        """A file replaced under the same name re-runs: its size and modification time are the key."""
+        return file_signature(file)
 
     def load(self, file, max_frames, every_nth):
         frames = load_frames(input_image_path(file), max_frames=max_frames, every_nth=every_nth)

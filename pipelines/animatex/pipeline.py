@@ -26,6 +26,7 @@ from ..pose import PoseSequence, render_poses
 from ..progress import Check, StepCallback
 from .settings import NUM_TIMESTEPS, SAMPLING, AnimateXConfig, alphas_cumprod
 from .unet import AnimateXUNet
+from ..seeds import generator as seed_generator
 
 REFERENCE_MODES = ("local_image", "latent", "both")
 
@@ -250,7 +251,7 @@ def sample(model: AnimateXUNet, c: Conditioning, *, latent_hw: tuple[int, int], 
     scheduler = released_scheduler(steps)
     x = initial_noise((cfg.in_dim, f, *latent_hw), seed, offset=noise_offset, device=model.device,
                       dtype=torch.float32)
-    generator = torch.Generator().manual_seed((int(seed) + 1) % 2 ** 64)
+    generator = seed_generator(seed, 1)
     # 3. Conditioning of every context window, once (it does not depend on t, finding 8)
     windows = context_windows(f, context_frames, context_overlap)
 

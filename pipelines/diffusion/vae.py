@@ -5,6 +5,7 @@ import numpy as np
 import torch
 
 from ..errors import check_image, fail
+from .. import budget
 from .backbone import param_device
 
 VAE_RANGES = ("-1_1", "0_1")
@@ -71,6 +72,10 @@ def decode_latents(backbone, latents: torch.Tensor, *, chunk: int = 8) -> torch.
     vae = backbone.vae
     if latents.shape[1] != vae.config.latent_channels:
         fail("latent", f"{vae.config.latent_channels} channels for this VAE", f"{latents.shape[1]}")
+    scale = 2 ** (len(getattr(vae.config, "block_out_channels", (0,))) - 1)
+    n, h, w = latents.shape[0] * latents.shape[2], latents.shape[3] * scale, latents.shape[4] * scale
+    budget.check("latent", budget.frames_bytes(n, h, w) + budget.frames_bytes(min(n, max(1, int(chunk))), h, w, 128),
+                 f"{n} decoded frames of {w}x{h}")
     flat = latents.permute(0, 2, 1, 3, 4).reshape(-1, *latents.shape[1:2], *latents.shape[3:])
     out = []
     with torch.no_grad():
