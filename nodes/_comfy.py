@@ -25,6 +25,11 @@ def in_comfyui() -> bool:
 
 # --- progress and cancel -------------------------------------------------------------------
 
+# Extra cancel checks, called wherever ComfyUI's interrupt is checked: tests simulate the Cancel
+# button through it (append a callable that raises once "cancelled"); empty in normal use.
+INTERRUPT_HOOKS: list = []
+
+
 def progress_callback(total: int, desc: str = "Flipbook") -> StepCallback:
     """A per-step callback for pipelines: ComfyUI's progress bar + cancel inside ComfyUI, a tqdm
     bar outside. The pipeline calls it as ``cb(step, total)`` after every step."""
@@ -32,17 +37,26 @@ def progress_callback(total: int, desc: str = "Flipbook") -> StepCallback:
     utils = _try_import("comfy.utils")
     if mm is None or utils is None:
         from ..pipelines.progress import tqdm_callback
-        return tqdm_callback(desc, total)
+        bar = tqdm_callback(desc, total)
+
+        def plain(step: int, n: int) -> None:
+            check_interrupted()
+            bar(step, n)
+
+        return plain
     bar = utils.ProgressBar(total)
 
     def cb(step: int, n: int) -> None:
-        mm.throw_exception_if_processing_interrupted()
+        check_interrupted()
         bar.update_absolute(step, n)
 
     return cb
 
 
 def check_interrupted() -> None:
+    """Raise when the user has cancelled (ComfyUI's interrupt; the test hooks)."""
+    for hook in INTERRUPT_HOOKS:
+        hook()
     mm = _try_import("comfy.model_management")
     if mm is not None:
         mm.throw_exception_if_processing_interrupted()

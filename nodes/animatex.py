@@ -82,6 +82,10 @@ def _clip_encoder(clip_vision):
     return encode
 
 
+# Images per CLIP call: small, so that a cancel lands within about a second on a CPU too (ViT-H/14)
+POSE_INDICATOR_CHUNK = 4
+
+
 class FlipbookAnimateXPoseIndicator:
     DESCRIPTION = ("Implicit pose indicator inputs (paper §3.2): CLIP image embeddings of the reference and of the "
                    "driving frames plus the pose keypoints. Computed once here; the sampler turns them into motion "
@@ -106,8 +110,11 @@ class FlipbookAnimateXPoseIndicator:
         }}
 
     def encode(self, clip_vision, reference, poses, driving_frames=None, reference_pose=None, reference_mask=None):
+        n = getattr(poses, "frames", 0) + 1
         return (build_motion(_clip_encoder(clip_vision), reference, poses, driving_frames=driving_frames,
-                             reference_pose=reference_pose, reference_mask=resolve_mask(reference_mask, reference)),)
+                             reference_pose=reference_pose, reference_mask=resolve_mask(reference_mask, reference),
+                             chunk=POSE_INDICATOR_CHUNK, check=check_interrupted,
+                             callback=progress_callback(n, "Animate-X pose indicator")),)
 
 
 class FlipbookAnimateXSampler:

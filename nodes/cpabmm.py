@@ -10,7 +10,7 @@ import torch
 from ..pipelines import cpabmm
 from ..pipelines.errors import fail
 from ..pipelines.io import load_frames
-from ._comfy import (FileList, file_signature, free_memory, input_image_path, list_models, model_path, progress_callback,
+from ._comfy import (FileList, check_interrupted, file_signature, free_memory, input_image_path, list_models, model_path, progress_callback,
                      register_model_folder, torch_device)
 from . import widgets as W
 from .types import CPABMM_MODEL as MODEL
@@ -83,7 +83,8 @@ class FlipbookCPABMMAnimate:
         cb = progress_callback(int(driving.shape[0]) if isinstance(driving, torch.Tensor) else 1, "CPABMM")
         out = cpabmm.animate(model, source[:1].clone() if isinstance(source, torch.Tensor) else source,
                              driving.clone() if isinstance(driving, torch.Tensor) else driving,
-                             mode=mode, max_iter=max_iter, use_bg=use_bg, batch=batch, callback=cb)
+                             mode=mode, max_iter=max_iter, use_bg=use_bg, batch=batch, callback=cb,
+                             check=check_interrupted)
         free_memory()
         return (out,)
 
@@ -137,7 +138,8 @@ class FlipbookLoadFrames:
         return file_signature(file)
 
     def load(self, file, max_frames, every_nth):
-        frames = load_frames(input_image_path(file), max_frames=max_frames, every_nth=every_nth)
+        frames = load_frames(input_image_path(file), max_frames=max_frames, every_nth=every_nth,
+                             check=check_interrupted)
         return frames, int(frames.shape[0])
 
 

@@ -195,7 +195,10 @@ class FlipbookVideoDecode:
 
     def decode(self, model, latent, chunk):
         with on_device(model, "vae"):
-            return (decode_latents(model, latent["samples"], chunk=chunk),)
+            samples = latent["samples"]
+            total = samples.shape[0] * samples.shape[2] if samples.dim() == 5 else 1
+            return (decode_latents(model, samples, chunk=chunk, check=check_interrupted,
+                                   callback=progress_callback(total, "video decode")),)
 
 
 NODE_CLASS_MAPPINGS = {c.__name__: c for c in (FlipbookT2VLoader, FlipbookTinyT2V, FlipbookTextEncode,

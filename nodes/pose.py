@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from ..pipelines import budget, pose as P
 from ..pipelines.errors import fail
-from ._comfy import FileList, file_signature, input_image_path, list_input_files
+from ._comfy import (FileList, check_interrupted, file_signature, input_image_path, list_input_files,
+                     progress_callback)
 from . import widgets as W
 from .types import POSES
 
@@ -168,7 +169,8 @@ class FlipbookPoseRender:
         n = getattr(poses, "frames", 1)
         budget.check("width / height", budget.frames_bytes(n, height, width) + width * height * 3,
                      f"{n} pose images of {width}x{height}")
-        return (P.render_poses(poses, width, height, hands=hands, feet=feet, face=face, colors=colors),)
+        return (P.render_poses(poses, width, height, hands=hands, feet=feet, face=face, colors=colors,
+                               callback=progress_callback(n, "pose render"), check=check_interrupted),)
 
 
 class FlipbookPoseToKeypoints:

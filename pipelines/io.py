@@ -22,8 +22,9 @@ def load_rgba(path: str) -> torch.Tensor:
     return torch.from_numpy(arr.copy())
 
 
-def load_frames(path: str, *, max_frames: int = 0, every_nth: int = 1) -> torch.Tensor:
-    """Every frame of an animated WebP/GIF/PNG (or one still picture) as IMAGE [F, H, W, 3] in 0..1."""
+def load_frames(path: str, *, max_frames: int = 0, every_nth: int = 1, check=None) -> torch.Tensor:
+    """Every frame of an animated WebP/GIF/PNG (or one still picture) as IMAGE [F, H, W, 3] in 0..1,
+    at most ``max_frames`` (0: all, within the memory budget). ``check()`` runs before every frame (cancel)."""
     from PIL import Image, ImageSequence, UnidentifiedImageError
 
     if isinstance(every_nth, bool) or not isinstance(every_nth, int) or every_nth < 1:
@@ -38,6 +39,8 @@ def load_frames(path: str, *, max_frames: int = 0, every_nth: int = 1) -> torch.
             budget.check("max_frames", budget.frames_bytes(n, im.size[1], im.size[0]),
                          f"{n} frames of {im.size[0]}x{im.size[1]}")
             for i, fr in enumerate(ImageSequence.Iterator(im)):
+                if check is not None:
+                    check()
                 if i % every_nth:
                     continue
                 out.append(torch.from_numpy(np.asarray(fr.convert("RGB"), dtype=np.float32) / 255.0))

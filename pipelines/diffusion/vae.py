@@ -6,6 +6,7 @@ import torch
 
 from ..errors import check_image, fail
 from .. import budget
+from ..progress import poll, report
 from .backbone import param_device
 
 VAE_RANGES = ("-1_1", "0_1")
@@ -66,8 +67,9 @@ def check_video_latent(name: str, latents) -> torch.Tensor:
     return latents if latents.dim() == 5 else latents[:, :, None]
 
 
-def decode_latents(backbone, latents: torch.Tensor, *, chunk: int = 8) -> torch.Tensor:
-    """Video latents (B,C,F,h,w) -> IMAGE [B*F, H, W, 3] in 0..1, decoding ``chunk`` frames at a time."""
+def decode_latents(backbone, latents: torch.Tensor, *, chunk: int = 8, callback=None, check=None) -> torch.Tensor:
+    """Video latents (B,C,F,h,w) -> IMAGE [B*F, H, W, 3] in 0..1, decoding ``chunk`` frames at a time
+    (``check()`` before each VAE call, ``callback(done, total)`` after)."""
     latents = check_video_latent("latent", latents)
     vae = backbone.vae
     if latents.shape[1] != vae.config.latent_channels:
@@ -80,7 +82,9 @@ def decode_latents(backbone, latents: torch.Tensor, *, chunk: int = 8) -> torch.
     out = []
     with torch.no_grad():
         for i in range(0, flat.shape[0], max(1, int(chunk))):
+            poll(check)
             z = flat[i:i + chunk].to(param_device(vae), backbone.dtype) / vae.config.scaling_factor
             x = vae.decode(z).sample.float()
             out.append(((x + 1) / 2).clamp(0, 1).permute(0, 2, 3, 1).cpu())
+            report(callback, min(i + chunk, flat.shape[0]), flat.shape[0])
     return torch.cat(out)
