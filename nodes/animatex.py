@@ -9,7 +9,7 @@ from ..pipelines.animatex.settings import RELEASED_CHECKPOINT, SAMPLING as S
 from ..pipelines.animatex.text import zero_y_from_file
 from ..pipelines.devices import resolve_dtype
 from ..pipelines.diffusion.scheduler import released_timesteps
-from ..pipelines.errors import fail
+from ..pipelines.errors import fail, reading
 from ._comfy import (FileList, check_interrupted, list_models, model_path, offload_device, on_compute_device,
                      progress_callback, register_model_folder, torch_device)
 from . import widgets as W
@@ -55,15 +55,18 @@ class FlipbookAnimateXLoader:
 
     def load(self, unet_name, dtype, text_encoder, convert_to_safetensors, clip=None):
         path = model_path(FOLDER, unet_name)
-        if convert_to_safetensors and not path.lower().endswith(".safetensors"):
-            path = weights.convert_to_safetensors(path)
         dtype = resolve_dtype(dtype, torch_device(), half="fp16")
-        unet = weights.load_unet(path, dtype=dtype, device=offload_device())
+        with reading("unet_name", path, "an Animate-X checkpoint (.pth or .safetensors)"):
+            if convert_to_safetensors and not path.lower().endswith(".safetensors"):
+                path = weights.convert_to_safetensors(path)
+            unet = weights.load_unet(path, dtype=dtype, device=offload_device())
         if clip is not None:
             zero_y = clip.encode_from_tokens(clip.tokenize(""))
             zero_y = zero_y[0] if isinstance(zero_y, (tuple, list)) else zero_y
         elif text_encoder != NO_TEXT_ENCODER:
-            zero_y = zero_y_from_file(model_path(FOLDER, text_encoder))
+            te_path = model_path(FOLDER, text_encoder)
+            with reading("text_encoder", te_path, "the OpenCLIP ViT-H-14 file"):
+                zero_y = zero_y_from_file(te_path)
         else:
             fail("clip", "a CLIP text encoder, or a text_encoder file, to encode the empty prompt", "neither")
         zero_y = zero_y.float().reshape(1, -1, zero_y.shape[-1])

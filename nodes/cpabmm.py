@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 
 from ..pipelines import cpabmm
-from ..pipelines.errors import fail
+from ..pipelines.errors import fail, reading
 from ..pipelines.io import load_frames
 from ._comfy import (FileList, check_interrupted, file_signature, free_memory, input_image_path, list_models, model_path, progress_callback,
                      register_model_folder, torch_device)
@@ -48,7 +48,8 @@ class FlipbookCPABMMLoader:
 
     def load(self, checkpoint, preset):
         path = model_path(FOLDER, checkpoint)
-        return (cpabmm.load_model(path, preset, device=torch_device()),)
+        with reading("checkpoint", path, "a CPABMM checkpoint (.safetensors or .pth.tar)"):
+            return (cpabmm.load_model(path, preset, device=torch_device()),)
 
 
 class FlipbookCPABMMAnimate:
@@ -110,7 +111,8 @@ class FlipbookCPABMMConvert:
         src = model_path(FOLDER, checkpoint)
         if src.lower().endswith(".safetensors"):
             fail("checkpoint", "a .pth/.tar/.pt checkpoint to convert", checkpoint)
-        return (cpabmm.convert_to_safetensors(src, None, preset),)
+        with reading("checkpoint", src, "a CPABMM training checkpoint (.pth/.pth.tar)"):
+            return (cpabmm.convert_to_safetensors(src, None, preset),)
 
 
 class FlipbookLoadFrames:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..errors import check_image, fail
+from ..errors import check_finite, check_image, fail
 from .. import budget
 from ..progress import poll, report
 from .backbone import param_device
@@ -64,7 +64,10 @@ def check_video_latent(name: str, latents) -> torch.Tensor:
     if not isinstance(latents, torch.Tensor) or latents.dim() not in (4, 5):
         fail(name, "a video LATENT (batch, channels, frames, height, width)",
              getattr(latents, "shape", type(latents).__name__))
-    return latents if latents.dim() == 5 else latents[:, :, None]
+    latents = latents if latents.dim() == 5 else latents[:, :, None]
+    if 0 in latents.shape:
+        fail(name, "a video LATENT with at least one sample, channel, frame and pixel", f"shape {tuple(latents.shape)}")
+    return check_finite(name, latents)
 
 
 def decode_latents(backbone, latents: torch.Tensor, *, chunk: int = 8, callback=None, check=None) -> torch.Tensor:
