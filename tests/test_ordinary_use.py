@@ -228,3 +228,15 @@ def test_the_demo_animates_an_rgb_picture(tmp_path, capsys):
     assert rc == 0, err
     with Image.open(tmp_path / "d.webp") as im:
         assert im.n_frames == 3 and im.size == (96, 96)
+
+
+def test_a_cpab_space_first_made_under_inference_mode_still_backpropagates():
+    from comfyui_flipbook.pipelines.cpab.tessellation import tessellation
+    from comfyui_flipbook.pipelines.cpab.transform import theta_to_affine
+    with torch.inference_mode():
+        tess = tessellation(7, 3, True, False)          # a node made it first (and the cache keeps it)
+        tess.prior_precision(0.13)
+    assert not tess.basis.is_inference() and not tess.prior_precision(0.13).is_inference()
+    theta = torch.zeros(1, tess.dim, dtype=torch.float64, requires_grad=True)
+    theta_to_affine(tess, theta).sum().backward()
+    assert theta.grad is not None
