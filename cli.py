@@ -41,7 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--out", default="flipbook_demo.webp", help="output .webp or .gif")
     d.add_argument("--image", default=None, help="another RGBA picture to animate")
     d.add_argument("--frames", type=int, default=DEMO_MOTION.frames)
-    d.add_argument("--preset", default=DEMO_MOTION.preset, choices=list(PRESETS))
+    d.add_argument("--preset", default=DEMO_MOTION.preset, choices=list(PRESETS),
+                   help="motion preset; 'still' has no motion, so the file holds one frame "
+                        "(WebP and GIF merge identical frames), shown for the whole duration")
     d.add_argument("--amplitude", type=float, default=DEMO_MOTION.amplitude)
     d.add_argument("--fps", type=float, default=12.0)
     d.add_argument("--seed", type=int, default=DEMO_MOTION.seed)
@@ -55,9 +57,29 @@ def main(argv: list[str] | None = None) -> int:
         for path in make_test_models(args.models_dir):
             print(path)
         return 0
+    import os
+
+    from .pipelines.errors import FlipbookInputError
     from .pipelines.flexiclip import run_demo
-    run_demo(args.out, image=args.image, frames=args.frames, preset=args.preset,
-             amplitude=args.amplitude, fps=args.fps, seed=args.seed)
+
+    try:                                         # a bad argument: one line, no traceback, nothing computed
+        if os.path.splitext(args.out)[1].lower() not in (".webp", ".gif"):
+            raise FlipbookInputError(f"--out: expected a .webp or .gif file name, got {args.out!r}")
+        if args.frames < 1 or args.frames > 1024:
+            raise FlipbookInputError(f"--frames: expected an integer in [1, 1024], got {args.frames}")
+        if not (args.fps > 0 and args.fps <= 240):
+            raise FlipbookInputError(f"--fps: expected a number in (0, 240], got {args.fps}")
+        if not 0 <= args.amplitude <= 0.5:
+            raise FlipbookInputError(f"--amplitude: expected a number in [0, 0.5], got {args.amplitude}")
+        if not 0 <= args.seed < 2 ** 64:
+            raise FlipbookInputError(f"--seed: expected an integer in [0, 2**64 - 1], got {args.seed}")
+        run_demo(args.out, image=args.image, frames=args.frames, preset=args.preset,
+                 amplitude=args.amplitude, fps=args.fps, seed=args.seed)
+    except FlipbookInputError as exc:
+        print(f"{ap.prog} demo: error: {exc}", file=sys.stderr)
+        return 2
+    if args.preset == "still":
+        print("note: preset still has no motion; the file holds one frame", file=sys.stderr)
     print(args.out)
     return 0
 

@@ -25,6 +25,11 @@ def in_comfyui() -> bool:
 
 # --- progress and cancel -------------------------------------------------------------------
 
+# Extra cancel checks, called wherever ComfyUI's interrupt is checked: tests simulate the Cancel
+# button through it (append a callable that raises once "cancelled"); empty in normal use.
+INTERRUPT_HOOKS: list = []
+
+
 def progress_callback(total: int, desc: str = "Flipbook") -> StepCallback:
     """A per-step callback for pipelines: ComfyUI's progress bar + cancel inside ComfyUI, a tqdm
     bar outside. The pipeline calls it as ``cb(step, total)`` after every step."""
@@ -32,11 +37,17 @@ def progress_callback(total: int, desc: str = "Flipbook") -> StepCallback:
     utils = _try_import("comfy.utils")
     if mm is None or utils is None:
         from ..pipelines.progress import tqdm_callback
-        return tqdm_callback(desc, total)
+        bar = tqdm_callback(desc, total)
+
+        def plain(step: int, n: int) -> None:
+            check_interrupted()
+            bar(step, n)
+
+        return plain
     bar = utils.ProgressBar(total)
 
     def cb(step: int, n: int) -> None:
-        mm.throw_exception_if_processing_interrupted()
+        check_interrupted()
         bar.update_absolute(step, n)
 
     return cb
@@ -66,6 +77,9 @@ def preview_progress(total: int, desc: str = "Flipbook", max_size: int = 512):
 
 
 def check_interrupted() -> None:
+    """Raise when the user has cancelled (ComfyUI's interrupt; the test hooks)."""
+    for hook in INTERRUPT_HOOKS:
+        hook()
     mm = _try_import("comfy.model_management")
     if mm is not None:
         mm.throw_exception_if_processing_interrupted()
@@ -225,14 +239,31 @@ def list_models(name: str, *, dirs: bool = False) -> list[str]:
 
 
 def model_path(folder: str, name: str, *, is_dir: bool = False) -> str:
-    """Resolve a model name inside a model folder. Refuses anything that escapes the folder."""
-    if not name or os.path.isabs(name) or ".." in name.replace("\\", "/").split("/"):
+    """Resolve a model name inside a model folder. A name that ComfyUI's folder_paths lists for that
+    folder (symlinked files, extra_model_paths.yaml folders) is trusted, as ComfyUI trusts it, and resolved
+    with folder_paths.get_full_path; any other name must lie inside the folder itself."""
+    if (not isinstance(name, str) or not name or os.path.isabs(name)
+            or ".." in name.replace("\\", "/").split("/")):
         raise FlipbookInputError(f"{folder} model: expected a name inside the '{folder}' models folder, got {name!r}")
+    fp = _try_import("folder_paths")
+    if fp is not None and not is_dir and folder in fp.folder_names_and_paths and name in fp.get_filename_list(folder):
+        path = fp.get_full_path(folder, name)
+        if path and os.path.isfile(path):
+            return path
     roots, _ = _folder(folder)
+    top = name.replace("\\", "/").split("/")[0]
+    listed = set(list_models(folder, dirs=is_dir))
     for root in roots:
-        root = os.path.realpath(root)
-        path = os.path.realpath(os.path.join(root, name))
-        if os.path.commonpath([root, path]) != root:
+        if name in listed or (is_dir and top in listed):      # listed: followed through symlinks
+            base = os.path.join(root, top if is_dir else name)
+            path = os.path.join(root, name)
+            inside = (not is_dir or os.path.commonpath([os.path.realpath(base), os.path.realpath(path)])
+                      == os.path.realpath(base))
+            if inside and (os.path.isdir(path) if is_dir else os.path.isfile(path)):
+                return os.path.realpath(path)
+        real_root = os.path.realpath(root)
+        path = os.path.realpath(os.path.join(real_root, name))
+        if os.path.commonpath([real_root, path]) != real_root:
             continue
         if (os.path.isdir(path) if is_dir else os.path.isfile(path)):
             return path
@@ -252,16 +283,28 @@ def input_image_path(name: str) -> str:
     return path
 
 
-def list_input_files(suffixes: tuple[str, ...]) -> list[str]:
+def file_signature(name: str) -> str:
+    """``IS_CHANGED`` key of an input file: its size and modification time (a file replaced under the
+    same name re-runs); the name itself when it cannot be read (the node then reports the error)."""
+    try:
+        st = os.stat(input_image_path(name))
+    except Exception:
+        return f"missing:{name}"
+    return f"{name}:{st.st_size}:{st.st_mtime_ns}"
+
+
+def list_input_files(suffixes: tuple[str, ...], accept=None) -> list[str]:
     """Files with these suffixes in ComfyUI's input folder, plus the pack's assets of that kind
-    (which ComfyUI copies there at start-up), sorted."""
+    (which ComfyUI copies there at start-up), sorted. ``accept(path) -> bool`` keeps only files of
+    the right kind (e.g. pose files among all JSON files)."""
     fp = _try_import("folder_paths")
     assets = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets")
     roots = [assets] + ([fp.get_input_directory()] if fp is not None else [])
     names = set()
     for root in roots:
         if os.path.isdir(root):
-            names.update(f for f in os.listdir(root) if f.lower().endswith(suffixes))
+            names.update(f for f in os.listdir(root) if f.lower().endswith(suffixes)
+                         and (accept is None or accept(os.path.join(root, f))))
     return FileList(sorted(names))
 
 

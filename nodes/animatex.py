@@ -9,10 +9,11 @@ from ..pipelines.animatex.settings import RELEASED_CHECKPOINT, SAMPLING as S
 from ..pipelines.animatex.text import zero_y_from_file
 from ..pipelines.devices import resolve_dtype
 from ..pipelines.diffusion.scheduler import released_timesteps
-from ..pipelines.errors import fail
+from ..pipelines.errors import fail, reading
 from ._comfy import (FileList, check_interrupted, list_models, model_path, offload_device, on_compute_device,
                      progress_callback, register_model_folder, torch_device)
 from . import widgets as W
+from .image import resolve_mask
 from .types import ANIMATEX as MODEL, ANIMATEX_MOTION as MOTION, POSES
 
 CAT = "Flipbook/Animate-X"
@@ -54,15 +55,18 @@ class FlipbookAnimateXLoader:
 
     def load(self, unet_name, dtype, text_encoder, convert_to_safetensors, clip=None):
         path = model_path(FOLDER, unet_name)
-        if convert_to_safetensors and not path.lower().endswith(".safetensors"):
-            path = weights.convert_to_safetensors(path)
         dtype = resolve_dtype(dtype, torch_device(), half="fp16")
-        unet = weights.load_unet(path, dtype=dtype, device=offload_device())
+        with reading("unet_name", path, "an Animate-X checkpoint (.pth or .safetensors)"):
+            if convert_to_safetensors and not path.lower().endswith(".safetensors"):
+                path = weights.convert_to_safetensors(path)
+            unet = weights.load_unet(path, dtype=dtype, device=offload_device())
         if clip is not None:
             zero_y = clip.encode_from_tokens(clip.tokenize(""))
             zero_y = zero_y[0] if isinstance(zero_y, (tuple, list)) else zero_y
         elif text_encoder != NO_TEXT_ENCODER:
-            zero_y = zero_y_from_file(model_path(FOLDER, text_encoder))
+            te_path = model_path(FOLDER, text_encoder)
+            with reading("text_encoder", te_path, "the OpenCLIP ViT-H-14 file"):
+                zero_y = zero_y_from_file(te_path)
         else:
             fail("clip", "a CLIP text encoder, or a text_encoder file, to encode the empty prompt", "neither")
         zero_y = zero_y.float().reshape(1, -1, zero_y.shape[-1])
@@ -79,6 +83,10 @@ def _clip_encoder(clip_vision):
             out = clip_vision.encode_image(images)
         return out["image_embeds"]
     return encode
+
+
+# Images per CLIP call: small, so that a cancel lands within about a second on a CPU too (ViT-H/14)
+POSE_INDICATOR_CHUNK = 4
 
 
 class FlipbookAnimateXPoseIndicator:
@@ -105,8 +113,11 @@ class FlipbookAnimateXPoseIndicator:
         }}
 
     def encode(self, clip_vision, reference, poses, driving_frames=None, reference_pose=None, reference_mask=None):
+        n = getattr(poses, "frames", 0) + 1
         return (build_motion(_clip_encoder(clip_vision), reference, poses, driving_frames=driving_frames,
-                             reference_pose=reference_pose, reference_mask=reference_mask),)
+                             reference_pose=reference_pose, reference_mask=resolve_mask(reference_mask, reference),
+                             chunk=POSE_INDICATOR_CHUNK, check=check_interrupted,
+                             callback=progress_callback(n, "Animate-X pose indicator")),)
 
 
 class FlipbookAnimateXSampler:
@@ -157,7 +168,8 @@ class FlipbookAnimateXSampler:
         encode = None if vae is None else (lambda img: vae.encode(img[..., :3]).float().cpu())
         cond, latent_hw = prepare(model, reference, pose_images, motion, width=width, height=height,
                                   reference_mode=reference_mode, encode_latent=encode,
-                                  reference_pose_image=reference_pose_image, reference_mask=reference_mask)
+                                  reference_pose_image=reference_pose_image,
+                                  reference_mask=resolve_mask(reference_mask, reference))
         with on_compute_device(model.unet):      # makes room in ComfyUI first; back to offload after, also on cancel
             lat = animate(model, cond, latent_hw, seed=seed, steps=steps, guidance=guidance, eta=eta,
                           noise_offset=noise_offset, context_frames=context_frames, context_overlap=context_overlap,

@@ -5,7 +5,7 @@ import json
 
 import torch
 
-from ..pipelines import bezier, keypoints, pose
+from ..pipelines import bezier, budget, keypoints, pose
 from ..pipelines.flexiclip import Animation, deform_animation, render_animation, triangle_area
 from ..pipelines.flexiclip import settings as clip
 from ..pipelines.errors import check_image
@@ -247,6 +247,10 @@ class FlipbookMeshRender:
     def render(self, animation: Animation, background, scale):
         h, w = animation.mesh.canvas
         size = None if scale == 1.0 else (max(1, round(h * scale)), max(1, round(w * scale)))
+        oh, ow = size or (h, w)
+        # outputs (RGB + alpha) of every frame, plus the working buffers of one chunk of 8 frames
+        budget.check("scale", animation.n_frames * oh * ow * 16 + 8 * oh * ow * 64,
+                     f"{animation.n_frames} frames of {ow}x{oh}")
         cb = progress_callback(animation.n_frames, "render")
         return render_animation(animation, background=_BACKGROUNDS[background], out_size=size, callback=cb)
 

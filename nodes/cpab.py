@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import torch
 
-from ..pipelines import cpab, keypoints
+from ..pipelines import budget, cpab, keypoints
 from ..pipelines.cpab import WARP
 from ..pipelines.cpab.fit import METHODS as OPTIMIZERS
 from ..pipelines.cpab.warp import INTERPOLATIONS, PADDINGS, RANDOM_MODES
 from ..pipelines.errors import FlipbookInputError, check_image, check_mask, fail
 from ._comfy import progress_callback
+from .image import resolve_mask
 from . import widgets as W
 from .types import CPAB_PARAMS as PARAMS
 from .types import FLOW, SKELETON, TRAJECTORY
@@ -31,8 +32,9 @@ FIT_INPUTS = {
     "optimizer": (list(OPTIMIZERS), {"default": WARP.optimizer,
                                      "tooltip": "lm: Levenberg-Marquardt on the exact Jacobian (fast, precise). "
                                                 "adam: gradient steps like CPABMM's fit."}),
-    "iterations": W.iterations(WARP.iterations, "Optimiser iterations per frame (lm: 10; adam: 100 or more). LM "
-                               "stops early once every keypoint is within 0.05 px.", min=1),
+    "iterations": W.iterations(0, "Optimiser iterations per frame. 0: the optimiser's default (lm 10, adam 100; "
+                               "Adam with 10 stays pixels off its targets). LM stops early once every keypoint is "
+                               "within 0.05 px."),
     "prior_strength": ("FLOAT", {"default": WARP.prior_strength, "min": 0.0, "max": 100.0, "step": 0.001,
                                  "tooltip": "Weight λ of the smoothness prior (libcpab's covariance, length scale 0.1) "
                                             "against squared pixel errors. Larger = smoother motion, looser keypoints."}),
@@ -58,11 +60,16 @@ def _first_frame(image) -> torch.Tensor:
     return image[:1].permute(0, 3, 1, 2).float().clone()
 
 
-def _mask_frame(mask, size) -> torch.Tensor:
-    mask = check_mask("mask", mask)[:1]
+def _mask_frame(mask, size, image=None) -> torch.Tensor:
+    mask = check_mask("mask", resolve_mask(mask, image))[:1]
     if tuple(mask.shape[1:]) != tuple(size):
         fail("mask", f"the image's size {size[1]}x{size[0]}", f"{mask.shape[2]}x{mask.shape[1]}")
     return mask[:, None].float().clone()
+
+
+def _check_render_memory(frames: int, size) -> None:
+    """Grid, flow, frames, mask and their output copies of every rendered frame: ~48 bytes per pixel."""
+    budget.check("frames", int(frames) * size[0] * size[1] * 48, f"{int(frames)} warped frames of {size[1]}x{size[0]}")
 
 
 def _render_kw(flow_resolution, steps, interpolation, padding, frames: int, desc: str = "CPAB render") -> dict:
@@ -129,8 +136,9 @@ class FlipbookCPABKeypointWarp:
         size = (img.shape[2], img.shape[3])
         src, tgt = cpab.keypoint_targets(source_keypoints, target_keypoints, trajectory, size)
         n_fit = 1 if tgt.dim() == 2 else tgt.shape[0]
+        _check_render_memory(max(frames, 1) if tgt.dim() == 2 else n_fit, size)
         result = cpab.keypoint_warp(
-            img, src, tgt, tween_frames=frames, mask=None if mask is None else _mask_frame(mask, size),
+            img, src, tgt, tween_frames=frames, mask=None if mask is None else _mask_frame(mask, size, image),
             cells_x=cells, zero_boundary=zero_boundary, volume_preserving=volume_preserving, optimizer=optimizer,
             iterations=iterations, prior_strength=prior_strength, nsteps_fit=fit_steps, nsteps_render=steps,
             flow_resolution=flow_resolution, interpolation=interpolation, padding=padding,
@@ -213,8 +221,9 @@ class FlipbookCPABApply:
         img = None if image is None else check_image("image", image).permute(0, 3, 1, 2).float().clone()
         size = tuple(img.shape[2:]) if img is not None else tuple(check_mask("mask", mask).shape[1:])
         n = frames if frames > 1 else params.num_frames
+        _check_render_memory(n, size)
         result = cpab.apply_params(params, size, t=t, frames=frames, inverse=inverse, image=img,
-                                   mask=None if mask is None else _mask_frame(mask, size),
+                                   mask=None if mask is None else _mask_frame(mask, size, image),
                                    **_render_kw(flow_resolution, steps, interpolation, padding, n))
         out, mask_out, flow = _outputs(result, size)
         if out is None:
@@ -253,9 +262,10 @@ class FlipbookCPABRandomDeform:
                flow_resolution, steps, interpolation, padding, seed, mask=None):
         img = _first_frame(image)
         size = (img.shape[2], img.shape[3])
+        _check_render_memory(frames, size)
         result = cpab.random_warp(img, frames, mode=mode, strength=strength, length_scale=length_scale, cells_x=cells,
                                   zero_boundary=zero_boundary, volume_preserving=volume_preserving, seed=seed,
-                                  mask=None if mask is None else _mask_frame(mask, size),
+                                  mask=None if mask is None else _mask_frame(mask, size, image),
                                   **_render_kw(flow_resolution, steps, interpolation, padding, frames))
         return (*_outputs(result, size), result.params)
 

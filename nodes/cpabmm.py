@@ -8,9 +8,9 @@ from __future__ import annotations
 import torch
 
 from ..pipelines import cpabmm
-from ..pipelines.errors import fail
+from ..pipelines.errors import fail, reading
 from ..pipelines.io import load_frames
-from ._comfy import (FileList, free_memory, input_image_path, list_models, model_path, progress_callback,
+from ._comfy import (FileList, check_interrupted, file_signature, free_memory, input_image_path, list_models, model_path, progress_callback,
                      register_model_folder, torch_device)
 from . import widgets as W
 from .types import CPABMM_MODEL as MODEL
@@ -48,7 +48,8 @@ class FlipbookCPABMMLoader:
 
     def load(self, checkpoint, preset):
         path = model_path(FOLDER, checkpoint)
-        return (cpabmm.load_model(path, preset, device=torch_device()),)
+        with reading("checkpoint", path, "a CPABMM checkpoint (.safetensors or .pth.tar)"):
+            return (cpabmm.load_model(path, preset, device=torch_device()),)
 
 
 class FlipbookCPABMMAnimate:
@@ -83,7 +84,8 @@ class FlipbookCPABMMAnimate:
         cb = progress_callback(int(driving.shape[0]) if isinstance(driving, torch.Tensor) else 1, "CPABMM")
         out = cpabmm.animate(model, source[:1].clone() if isinstance(source, torch.Tensor) else source,
                              driving.clone() if isinstance(driving, torch.Tensor) else driving,
-                             mode=mode, max_iter=max_iter, use_bg=use_bg, batch=batch, callback=cb)
+                             mode=mode, max_iter=max_iter, use_bg=use_bg, batch=batch, callback=cb,
+                             check=check_interrupted)
         free_memory()
         return (out,)
 
@@ -109,7 +111,8 @@ class FlipbookCPABMMConvert:
         src = model_path(FOLDER, checkpoint)
         if src.lower().endswith(".safetensors"):
             fail("checkpoint", "a .pth/.tar/.pt checkpoint to convert", checkpoint)
-        return (cpabmm.convert_to_safetensors(src, None, preset),)
+        with reading("checkpoint", src, "a CPABMM training checkpoint (.pth/.pth.tar)"):
+            return (cpabmm.convert_to_safetensors(src, None, preset),)
 
 
 class FlipbookLoadFrames:
@@ -126,12 +129,19 @@ class FlipbookLoadFrames:
         return {"required": {
             "file": ("STRING", {"default": "cpabmm_driving.webp",
                                 "tooltip": "File name inside ComfyUI's input folder."}),
-            "max_frames": W.max_frames("At most this many frames (0: all)."),
+            "max_frames": W.max_frames("At most this many frames (0: all, within the memory budget "
+                                       "$FLIPBOOK_MEMORY_BUDGET_GB).", default=240),
             "every_nth": W.every_nth("Keep every n-th frame."),
         }}
 
+    @classmethod
+    def IS_CHANGED(cls, file, **_):
+        """A file replaced under the same name re-runs: its size and modification time are the key."""
+        return file_signature(file)
+
     def load(self, file, max_frames, every_nth):
-        frames = load_frames(input_image_path(file), max_frames=max_frames, every_nth=every_nth)
+        frames = load_frames(input_image_path(file), max_frames=max_frames, every_nth=every_nth,
+                             check=check_interrupted)
         return frames, int(frames.shape[0])
 
 

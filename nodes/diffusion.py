@@ -14,7 +14,7 @@ from ..pipelines.diffusion.backbone import load_t2v, tiny_t2v
 from ..pipelines.diffusion.inversion import REDUCTIONS, invert_frames
 from ..pipelines.diffusion.text import encode_text
 from ..pipelines.diffusion.vae import POSTERIORS, VAE_RANGES, decode_latents
-from ..pipelines.errors import fail
+from ..pipelines.errors import fail, reading
 from ..pipelines.flipsketch.settings import FLIPSKETCH_MODEL
 from ._comfy import (FileList, check_interrupted, grad_enabled, intermediate_device, list_models, model_path, offload_device,
                      on_compute_device, progress_callback, torch_device)
@@ -85,7 +85,8 @@ class FlipbookT2VLoader:
 
     def load(self, model_dir, dtype):
         path = model_path("diffusers", model_dir, is_dir=True)
-        with grad_enabled():  # parameters must not be inference tensors: frame alignment backpropagates
+        with grad_enabled(), reading("model_dir", path, "a diffusers text-to-video folder (unet/vae/text_encoder/...)"):
+            # parameters must not be inference tensors: frame alignment backpropagates
             return (load_t2v(path, resolve_dtype(dtype, torch_device()), offload_device()),)
 
 
@@ -195,7 +196,10 @@ class FlipbookVideoDecode:
 
     def decode(self, model, latent, chunk):
         with on_device(model, "vae"):
-            return (decode_latents(model, latent["samples"], chunk=chunk),)
+            samples = latent["samples"]
+            total = samples.shape[0] * samples.shape[2] if samples.dim() == 5 else 1
+            return (decode_latents(model, samples, chunk=chunk, check=check_interrupted,
+                                   callback=progress_callback(total, "video decode")),)
 
 
 NODE_CLASS_MAPPINGS = {c.__name__: c for c in (FlipbookT2VLoader, FlipbookTinyT2V, FlipbookTextEncode,

@@ -4,14 +4,36 @@ from __future__ import annotations
 import torch
 
 from ..pipelines.errors import check_image, check_mask, fail
+from ..pipelines.keypoints import picture_alpha
 
 INVERT_TIP = ("On: the mask is 1 where the picture is transparent, as ComfyUI's Load Image gives it "
               "(1 - alpha); the character is where the mask is 0. Off: the mask is 1 on the character.")
 
 
+NO_MASK_SIZE = (64, 64)      # ComfyUI's Load Image: a picture without alpha gives a 64x64 all-zero MASK
+
+
+def is_no_mask(mask) -> bool:
+    """ComfyUI's "this picture has no alpha" MASK: all zeros, 64x64 whatever the picture's size."""
+    return (isinstance(mask, torch.Tensor) and mask.dim() >= 2 and tuple(mask.shape[-2:]) == NO_MASK_SIZE
+            and mask.numel() > 0 and not bool(mask.any()))
+
+
+def resolve_mask(mask, image, *, invert: bool = True):
+    """The MASK a masked node works with. Load Image's no-alpha sentinel (a JPG, an opaque PNG) becomes
+    the picture's own silhouette, its non-background pixels (pipelines.keypoints.picture_alpha), in the
+    convention of the mask input (``invert``: Load Image's 1 - alpha); any other mask is kept as it is."""
+    if mask is None or image is None or not is_no_mask(mask):
+        return mask
+    alpha = picture_alpha(check_image("image", image))
+    return 1.0 - alpha if invert else alpha
+
+
 def silhouette(mask, image, invert: bool, *, max_frames: int | None = None):
     """Alpha [F,H,W] from a MASK sized like ``image`` [F,H,W,C]. ComfyUI's Load Image drops alpha from
-    IMAGE and returns MASK = 1 - alpha (nodes.py, LoadImage): ``invert`` undoes that."""
+    IMAGE and returns MASK = 1 - alpha (nodes.py, LoadImage): ``invert`` undoes that. Load Image's
+    64x64 no-alpha MASK stands for the picture's own silhouette (:func:`resolve_mask`)."""
+    mask = resolve_mask(mask, image, invert=invert)
     if mask is None:
         return None
     m = check_mask("mask", mask)

@@ -1,9 +1,10 @@
 """Pose nodes: OpenPose/DWPose keypoints in, retargeting (Animate-X's EPI realign + rescale), rendering."""
 from __future__ import annotations
 
-from ..pipelines import pose as P
+from ..pipelines import budget, pose as P
 from ..pipelines.errors import fail
-from ._comfy import FileList, input_image_path, list_input_files
+from ._comfy import (FileList, check_interrupted, file_signature, input_image_path, list_input_files,
+                     progress_callback)
 from . import widgets as W
 from .types import POSES
 
@@ -32,6 +33,31 @@ class FlipbookPoseFromKeypoints:
         return (P.poses_from_openpose(pose_keypoint, person=person, threshold=min_confidence),)
 
 
+def looks_like_pose_file(path: str) -> bool:
+    """An OpenPose JSON file (frames with "people"), judged from its first 64 KiB."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(65536).decode("utf-8", errors="ignore").lstrip()
+    except OSError:
+        return False
+    return head[:1] in ("[", "{") and '"people"' in head
+
+
+def read_pose_file(path: str, name: str) -> list[dict]:
+    """The frames of an OpenPose JSON file; a picture, another JSON file or garbage is refused by name."""
+    try:
+        with open(path, "rb") as fh:
+            text = fh.read().decode("utf-8")
+    except UnicodeDecodeError:
+        fail("file", "an OpenPose JSON text file", f"{name!r}, which is not text (a picture?): the wrong kind of file")
+    frames = P.openpose_frames(text, source=f"file {name}")
+    if not all("people" in f for f in frames):
+        keys = sorted(next(f for f in frames if "people" not in f))[:6]
+        fail("file", "an OpenPose pose file (frames with \"people\")",
+             f"{name!r} with keys {keys}: the wrong kind of file (Keypoints (JSON) reads keypoint files)")
+    return frames
+
+
 class FlipbookLoadPoseKeypoints:
     DESCRIPTION = ("Loads an OpenPose JSON file (a list of frames as POSE_KEYPOINT) from ComfyUI's input folder; "
                    "the pack ships animatex_dance_poses.json (a dance) and flipbook_character_pose.json.")
@@ -43,7 +69,7 @@ class FlipbookLoadPoseKeypoints:
 
     @classmethod
     def INPUT_TYPES(cls):
-        files = list_input_files((".json",)) or FileList(["animatex_dance_poses.json"])
+        files = list_input_files((".json",), accept=looks_like_pose_file) or FileList(["animatex_dance_poses.json"])
         default = "animatex_dance_poses.json" if "animatex_dance_poses.json" in files else files[0]
         return {"required": {
             "file": (files, {"default": default, "tooltip": "An OpenPose JSON file in ComfyUI's input folder."}),
@@ -56,15 +82,10 @@ class FlipbookLoadPoseKeypoints:
 
     @classmethod
     def IS_CHANGED(cls, file, **_):
-        import os
-        try:
-            return os.path.getmtime(input_image_path(file))
-        except Exception:
-            return file
+        return file_signature(file)
 
     def load(self, file, person, min_confidence, start_frame, every_nth, max_frames):
-        with open(input_image_path(file), encoding="utf-8") as fh:
-            frames = P.openpose_frames(fh.read(), source=f"file {file}")
+        frames = read_pose_file(input_image_path(file), file)
         frames = frames[start_frame::every_nth]
         if max_frames:
             frames = frames[:max_frames]
@@ -145,7 +166,11 @@ class FlipbookPoseRender:
         }}
 
     def render(self, poses, width, height, colors, hands, feet, face):
-        return (P.render_poses(poses, width, height, hands=hands, feet=feet, face=face, colors=colors),)
+        n = getattr(poses, "frames", 1)
+        budget.check("width / height", budget.frames_bytes(n, height, width) + width * height * 3,
+                     f"{n} pose images of {width}x{height}")
+        return (P.render_poses(poses, width, height, hands=hands, feet=feet, face=face, colors=colors,
+                               callback=progress_callback(n, "pose render"), check=check_interrupted),)
 
 
 class FlipbookPoseToKeypoints:

@@ -138,16 +138,22 @@ def check_value(input_name: str, type_name: str, value) -> None:
         raise FlipbookInputError(f"{input_name}: expected {type_name} ({core[0]}), got {_what(value)}")
 
 
-def socket_types(cls) -> dict[str, str]:
-    """``{input name: type name}`` of a node's linked (non-widget) inputs."""
+def socket_types(cls, section: str | None = None) -> dict[str, str]:
+    """``{input name: type name}`` of a node's linked (non-widget) inputs (of one section, if given)."""
     out = {}
     decl = cls.INPUT_TYPES()
-    for section in ("required", "optional"):
-        for name, spec in (decl.get(section) or {}).items():
+    for sec in ("required", "optional") if section is None else (section,):
+        for name, spec in (decl.get(sec) or {}).items():
             typ = spec[0]
             if isinstance(typ, str) and (typ in REGISTRY or typ in CORE):
                 out[name] = str(typ)
     return out
+
+
+def _missing(input_name: str, type_name: str) -> FlipbookInputError:
+    t = REGISTRY.get(type_name)
+    what = f"{t.doc}, from {t.made_by}" if t is not None else CORE[type_name][0]
+    return FlipbookInputError(f"{input_name}: expected {type_name} ({what}), got nothing: connect it")
 
 
 def checked(cls) -> type:
@@ -160,6 +166,7 @@ def checked(cls) -> type:
     if fn is None or getattr(fn, "_flipbook_checked", False):
         return cls
     sockets = socket_types(cls)
+    required = socket_types(cls, "required")
     widgets = {k: v for k, v in widget_checks(cls.INPUT_TYPES()).items() if k not in sockets}
     signature = inspect.signature(fn)
 
@@ -175,6 +182,9 @@ def checked(cls) -> type:
                 given.pop(name, None)
             else:
                 given[name] = value
+        for name, type_name in required.items():        # a required input sent as None (an API prompt)
+            if name in given and given[name] is None:
+                raise _missing(name, type_name)
         return fn(*bound.args, **bound.kwargs)
 
     run._flipbook_checked = True

@@ -22,8 +22,8 @@ def frames(default: int, tip: str, *, min: int = 1, max: int = 1024) -> tuple:
     return ("INT", {"default": int(default), "min": int(min), "max": int(max), "tooltip": tip})
 
 
-def max_frames(tip: str = "Read at most this many frames (0: all).", *, max: int = 100000) -> tuple:
-    return ("INT", {"default": 0, "min": 0, "max": int(max), "tooltip": tip})
+def max_frames(tip: str = "Read at most this many frames (0: all).", *, max: int = 100000, default: int = 0) -> tuple:
+    return ("INT", {"default": int(default), "min": 0, "max": int(max), "tooltip": tip})
 
 
 def every_nth(tip: str = "Keep every n-th frame.", *, max: int = 100) -> tuple:

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 import torch
 
 from .coords import clamp_to_canvas
-from .errors import FlipbookInputError, check_finite, fail
+from .errors import FlipbookInputError, check_finite, check_range, fail
 from .skeleton import KeypointTrack, Skeleton
+from .seeds import generator as seed_generator
 
 LOOP_MODES = ("loop", "ping-pong", "once", "aniclipart")
 PRESETS = ("still", "sway", "wave", "random")
@@ -152,7 +153,7 @@ def preset_control(skeleton: Skeleton, preset: str = "sway", *, amplitude: float
     if preset == "still":
         return ctrl.float()
     if preset == "random":
-        g = torch.Generator().manual_seed(int(seed))
+        g = seed_generator(seed)
         off = torch.randn(len(p), 2, 2, generator=g, dtype=torch.float64) * a * s[:, None]
         ctrl[:, 1:3] += off
         return ctrl.float()
@@ -202,6 +203,11 @@ def parse_control_json(text: str, skeleton: Skeleton, base: torch.Tensor) -> tor
 def preset_trajectory(skeleton: Skeleton, preset: str = "sway", *, n_frames: int = 24,
                       amplitude: float = 0.06, loop: str = "loop", cycles: int = 1, seed: int = 0,
                       control_json: str = "") -> Trajectory:
+    if isinstance(n_frames, bool) or not isinstance(n_frames, int) or n_frames < 1:
+        fail("frames", "an integer >= 1", repr(n_frames))
+    if isinstance(cycles, bool) or not isinstance(cycles, int) or cycles < 1:
+        fail("cycles", "an integer >= 1", repr(cycles))
+    check_range("amplitude", float(amplitude), 0.0, 10.0)
     ctrl = preset_control(skeleton, preset, amplitude=amplitude, seed=seed)
     ctrl = parse_control_json(control_json, skeleton, ctrl)
     ctrl[:, 0] = skeleton.points                 # c0 is the keypoint (fix_start_points, spec §1.4)

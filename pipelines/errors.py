@@ -5,7 +5,9 @@ without reading a traceback (DESIGN.md, "Bad input").
 """
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 
 import torch
 
@@ -81,6 +83,20 @@ def check_points(name: str, pts, *, min_count: int = 1, size: tuple[int, int] | 
             fail(name, f"points inside the {w}x{h} image",
                  f"point {i} at ({x:.1f}, {y:.1f}) ({int(out.sum())} outside)")
     return pts
+
+
+@contextlib.contextmanager
+def reading(name: str, path: str, expected: str):
+    """``with reading("unet_name", path, "an Animate-X checkpoint"):`` around the code that reads a user's
+    file: a file of the wrong kind or a damaged one (a bad safetensors header, a pickle, a truncated
+    archive) fails as one FlipbookInputError naming the input, not as the reader's own exception."""
+    try:
+        yield
+    except FlipbookInputError:
+        raise
+    except Exception as exc:  # any reader's error: the file is not what the input takes
+        raise FlipbookInputError(f"{name}: expected {expected}, got {os.path.basename(str(path))!r}, which could "
+                                 f"not be read ({type(exc).__name__}: {str(exc)[:160]})") from None
 
 
 def check_range(name: str, value: float, lo: float = -math.inf, hi: float = math.inf) -> float:

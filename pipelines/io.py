@@ -6,6 +6,7 @@ import os
 import numpy as np
 import torch
 
+from . import budget
 from .errors import FlipbookInputError, check_image
 
 
@@ -21,14 +22,25 @@ def load_rgba(path: str) -> torch.Tensor:
     return torch.from_numpy(arr.copy())
 
 
-def load_frames(path: str, *, max_frames: int = 0, every_nth: int = 1) -> torch.Tensor:
-    """Every frame of an animated WebP/GIF/PNG (or one still picture) as IMAGE [F, H, W, 3] in 0..1."""
+def load_frames(path: str, *, max_frames: int = 0, every_nth: int = 1, check=None) -> torch.Tensor:
+    """Every frame of an animated WebP/GIF/PNG (or one still picture) as IMAGE [F, H, W, 3] in 0..1,
+    at most ``max_frames`` (0: all, within the memory budget). ``check()`` runs before every frame (cancel)."""
     from PIL import Image, ImageSequence, UnidentifiedImageError
 
+    if isinstance(every_nth, bool) or not isinstance(every_nth, int) or every_nth < 1:
+        raise FlipbookInputError(f"every_nth: expected an integer >= 1, got {every_nth!r}")
+    if isinstance(max_frames, bool) or not isinstance(max_frames, int) or max_frames < 0:
+        raise FlipbookInputError(f"max_frames: expected an integer >= 0 (0: all), got {max_frames!r}")
     out = []
     try:
         with Image.open(path) as im:
+            n = -(-int(getattr(im, "n_frames", 1)) // every_nth)
+            n = min(n, max_frames) if max_frames else n
+            budget.check("max_frames", budget.frames_bytes(n, im.size[1], im.size[0]),
+                         f"{n} frames of {im.size[0]}x{im.size[1]}")
             for i, fr in enumerate(ImageSequence.Iterator(im)):
+                if check is not None:
+                    check()
                 if i % every_nth:
                     continue
                 out.append(torch.from_numpy(np.asarray(fr.convert("RGB"), dtype=np.float32) / 255.0))

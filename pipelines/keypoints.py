@@ -118,9 +118,11 @@ def targets_from_json(text, source: Skeleton, name: str = "targets_json") -> Ske
 # --- automatic, from a mask ------------------------------------------------------------------
 
 
-def _mask_from_image(image: torch.Tensor) -> torch.Tensor:
-    """Alpha if the image has it, else ink: luminance below 0.95 (spec flexiclip.md §4, node 4)."""
-    if image.shape[-1] == 4:
+def picture_alpha(image: torch.Tensor) -> torch.Tensor:
+    """A picture's silhouette [..., H, W]: its alpha if it has a real one, else ink: luminance below 0.95
+    (spec flexiclip.md §4, node 4). A fully opaque alpha (a JPG or an opaque PNG read as RGBA) says
+    nothing about the figure, so ink is used then too."""
+    if image.shape[-1] == 4 and bool((image[..., 3] < 1.0).any()):
         return image[..., 3]
     lum = image[..., :3] @ torch.tensor([0.299, 0.587, 0.114], dtype=image.dtype)
     return (lum < 0.95).to(image.dtype)
@@ -199,7 +201,7 @@ def auto_keypoints(mask: torch.Tensor, *, max_keypoints: int = 16, min_branch: f
     from skimage.morphology import skeletonize
 
     if mask is None and image is not None:
-        mask = _mask_from_image(image if image.dim() == 3 else image[0])
+        mask = picture_alpha(image if image.dim() == 3 else image[0])
     mask = check_mask("mask", mask)[0]
     if max_keypoints < 2:
         fail("max_keypoints", "at least 2", f"{max_keypoints}")
@@ -302,6 +304,6 @@ def _metric_centre(points: torch.Tensor, edges: torch.Tensor) -> int:
     k = len(points)
     e = edges.numpy()
     wts = (points[edges[:, 0]] - points[edges[:, 1]]).norm(dim=1).double().numpy() + 1e-6
-    g = coo_matrix((wts, (e[:, 0], e[:, 1])), shape=(k, k))
+    g = coo_matrix((wts, (e[:, 0], e[:, 1])), shape=(k, k)).tocsr()   # csgraph takes csr/csc/lil only
     d = shortest_path(g, directed=False)
     return int(np.argmin(np.where(np.isfinite(d), d, 1e12).max(1)))

@@ -23,10 +23,15 @@ def test_model_path_resolves_inside_the_folder(models):
 
 
 @pytest.mark.parametrize("name", ["../secret.safetensors", "/etc/passwd", "", "sub/../../secret.safetensors",
-                                  "link.safetensors", "missing.safetensors"])
+                                  "missing.safetensors"])
 def test_model_path_refuses_escapes_and_missing_files(models, name):
     with pytest.raises(FlipbookInputError, match="cpabmm model"):
         _comfy.model_path("cpabmm", name)
+
+
+def test_a_symlink_the_folder_lists_is_accepted_as_comfyui_accepts_it(models):
+    assert "link.safetensors" in _comfy.list_models("cpabmm")       # ComfyUI's trust boundary: what it lists
+    assert _comfy.model_path("cpabmm", "link.safetensors") == str(models / "secret.safetensors")
 
 
 @pytest.mark.parametrize("name", ["../pyproject.toml", "/etc/passwd", "nope.png"])

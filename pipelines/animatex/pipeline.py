@@ -23,9 +23,10 @@ from ..diffusion.sampler import cfg_batch, context_windows, ddim_loop, guide, in
 from ..diffusion.scheduler import DDIM, released_timesteps
 from ..errors import check_image, check_mask, fail
 from ..pose import PoseSequence, render_poses
-from ..progress import Check, StepCallback
+from ..progress import Check, StepCallback, poll, report
 from .settings import NUM_TIMESTEPS, SAMPLING, AnimateXConfig, alphas_cumprod
 from .unet import AnimateXUNet
+from ..seeds import generator as seed_generator
 
 REFERENCE_MODES = ("local_image", "latent", "both")
 
@@ -126,25 +127,36 @@ def _resize(images: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
 def build_motion(encode_image: Callable[[torch.Tensor], torch.Tensor], reference: torch.Tensor,
                  poses: PoseSequence, *, driving_frames: torch.Tensor | None = None,
                  reference_pose: PoseSequence | None = None, reference_mask: torch.Tensor | None = None,
-                 chunk: int = 16) -> Motion:
+                 chunk: int = 16, check: Check | None = None, callback: StepCallback | None = None) -> Motion:
     """CLIP embeddings of the reference and the driving frames, and the keypoints, for the IPI.
 
     ``encode_image`` maps IMAGE (N, H, W, 3) to (N, D) pooled, projected CLIP embeddings, resized to
     the encoder's size without crop (spec §1.2). Without driving frames (poses only), the CLIP input
     of each frame is its rendered skeleton: an interpretation, the release uses the video frames.
     Keypoint frame 0 is the reference pose when given, else driving frame 0 (the release's choice).
+    ``check()`` runs before every encoder call and every rendered skeleton (cancel); ``callback`` counts
+    the encoded images.
     """
     ref = reference_rgb(reference, reference_mask)
     f = poses.frames
     if driving_frames is None:
-        driving = render_poses(poses, poses.canvas[1], poses.canvas[0])
+        driving = render_poses(poses, poses.canvas[1], poses.canvas[0], check=check)
     else:
         driving = _rgb("driving_frames", driving_frames)
         if driving.shape[0] != f:
             fail("driving_frames", f"one frame per pose ({f})", f"{driving.shape[0]} frames (pose count != frame count)")
 
+    done = [0]
+
+    def encode(x):
+        poll(check)
+        out = encode_image(x).float().cpu()
+        done[0] += x.shape[0]
+        report(callback, done[0], f + 1)
+        return out
+
     def enc(x):
-        out = torch.cat([encode_image(x[i:i + chunk]).float().cpu() for i in range(0, x.shape[0], chunk)])
+        out = torch.cat([encode(x[i:i + chunk]) for i in range(0, x.shape[0], chunk)])
         if out.dim() != 2 or out.shape[0] != x.shape[0]:
             fail("clip_vision", "one pooled image embedding per image", f"{tuple(out.shape)}")
         return out
@@ -250,7 +262,7 @@ def sample(model: AnimateXUNet, c: Conditioning, *, latent_hw: tuple[int, int], 
     scheduler = released_scheduler(steps)
     x = initial_noise((cfg.in_dim, f, *latent_hw), seed, offset=noise_offset, device=model.device,
                       dtype=torch.float32)
-    generator = torch.Generator().manual_seed((int(seed) + 1) % 2 ** 64)
+    generator = seed_generator(seed, 1)
     # 3. Conditioning of every context window, once (it does not depend on t, finding 8)
     windows = context_windows(f, context_frames, context_overlap)
 

@@ -236,8 +236,10 @@ def fit_track(tess: Tessellation, moving, fixed, *, warm_start: bool = True, tem
     for i in range(f):
         wi = None if weights is None else torch.as_tensor(weights, dtype=torch.float64).reshape(-1, fixed.shape[1])[
             min(i, torch.as_tensor(weights).reshape(-1, fixed.shape[1]).shape[0] - 1)]
+        # inside a frame: re-report the frames done at every iteration, so a cancel lands mid-fit
+        inner = None if callback is None else (lambda _k, _n, i=i: callback(i, f))
         res = fit_theta(tess, moving[i], fixed[i], weights=wi, theta0=prev, theta_prev=prev,
-                        temporal_weight=temporal_weight if i > 0 else 0.0, **kw)
+                        temporal_weight=temporal_weight if i > 0 else 0.0, callback=inner, **kw)
         prev = res.theta
         thetas.append(res.theta)
         errs.append(res.error_px)

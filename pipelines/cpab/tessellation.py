@@ -98,8 +98,9 @@ class Tessellation:
 
 @functools.lru_cache(maxsize=32)
 def _precision(tess: Tessellation, length_scale: float, sigma: float) -> torch.Tensor:
-    cov = tess.prior_covariance(length_scale, sigma)
-    return torch.linalg.inv(cov + 1e-4 * torch.eye(tess.dim, dtype=cov.dtype))
+    with torch.inference_mode(False):     # cached: must not be an inference tensor (a node made it first)
+        cov = tess.prior_covariance(length_scale, sigma)
+        return torch.linalg.inv(cov + 1e-4 * torch.eye(tess.dim, dtype=cov.dtype))
 
 
 def _triangle_vertices(nx: int, ny: int) -> list:
@@ -264,8 +265,11 @@ def _dct_matrix(d: int) -> np.ndarray:
 def tessellation(nx: int, ny: int, zero_boundary: bool = True, volume_preserving: bool = False) -> Tessellation:
     """The (cached) CPAB space for a ``nx × ny`` type-I tessellation."""
     nx, ny = check_tess(nx, ny)
-    basis = torch.from_numpy(null_space(_constraints_sparse(nx, ny, zero_boundary, volume_preserving),
-                                        hat_fields(nx, ny)))
-    tri = torch.tensor(_triangle_vertices(nx, ny), dtype=torch.float64)
-    centroids = tri.mean(1) / torch.tensor([2.0 * nx, 2.0 * ny], dtype=torch.float64)
+    # cached for the process: built outside inference mode, so that a space first made by a node
+    # (ComfyUI runs nodes under torch.inference_mode()) still serves fits that backpropagate
+    with torch.inference_mode(False):
+        basis = torch.from_numpy(null_space(_constraints_sparse(nx, ny, zero_boundary, volume_preserving),
+                                            hat_fields(nx, ny)))
+        tri = torch.tensor(_triangle_vertices(nx, ny), dtype=torch.float64)
+        centroids = tri.mean(1) / torch.tensor([2.0 * nx, 2.0 * ny], dtype=torch.float64)
     return Tessellation(nx, ny, bool(zero_boundary), bool(volume_preserving), basis, centroids)

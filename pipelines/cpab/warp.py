@@ -18,6 +18,7 @@ from ..errors import check_finite, fail
 from ..progress import StepCallback, report
 from .tessellation import Tessellation, tessellation
 from .transform import identity_grid, integrate, step_tables, theta_to_affine
+from ..seeds import generator as seed_generator
 
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
 PADDINGS = ("border", "reflection", "zeros")
@@ -155,7 +156,7 @@ def random_params(cells: tuple[int, int], n_frames: int, *, strength: float = 0.
     tess = tessellation(cells[0], cells[1], zero_boundary, volume_preserving)
     if strength < 0:
         fail("strength", "a value >= 0", f"{strength}")
-    g = torch.Generator().manual_seed(int(seed) % (2 ** 63))
+    g = seed_generator(seed)
     if mode == "wiggle":
         a, b = tess.sample_theta(2, length_scale, strength, generator=g)
         ang = torch.arange(n_frames, dtype=torch.float64) * (2 * math.pi / max(n_frames, 1))

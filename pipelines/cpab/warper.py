@@ -29,7 +29,8 @@ class WarpSettings:
     zero_boundary: bool = True
     volume_preserving: bool = False
     optimizer: str = "lm"
-    iterations: int = 10
+    iterations: int = 10               # Levenberg-Marquardt's; 0 in the nodes means "this or adam_iterations"
+    adam_iterations: int = 100         # Adam's: lands within 0.05 px on the shipped example (10 left 3 px)
     lr: float = 0.05
     prior_strength: float = 0.01
     length_scale: float = 0.1
@@ -45,6 +46,15 @@ class WarpSettings:
 
 
 WARP = WarpSettings()
+
+
+def fit_iterations(optimizer: str, iterations: int) -> int:
+    """``iterations``, or for 0 the optimiser's own default: LM 10, Adam 100. Measured on the shipped
+    cpab_keypoint_warp example (24 frames, warm start): Adam 10 -> 3.2 px max error, 100 -> 0.03 px;
+    LM 10 -> 0.05 px (its early stop)."""
+    if int(iterations) == 0:
+        return WARP.adam_iterations if optimizer == "adam" else WARP.iterations
+    return int(iterations)
 
 
 @dataclass
@@ -90,6 +100,7 @@ def fit_keypoints(source_px: torch.Tensor, targets_px: torch.Tensor, size: tuple
     if source_px.dim() != 2 or targets_px.dim() != 3 or targets_px.shape[1:] != source_px.shape:
         fail("target keypoints", f"{source_px.shape[0] if source_px.dim() == 2 else '?'} [x, y] points per frame, "
              "as many as the source keypoints", f"shape {tuple(targets_px.shape)} for source {tuple(source_px.shape)}")
+    iterations = fit_iterations(optimizer, iterations)
     k = source_px.shape[0]
     wts = None if weights is None else torch.as_tensor(weights, dtype=torch.float64).reshape(-1, k)
     vis = slice(None) if wts is None else (wts.amax(0) > 0)

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from ..coords import ndc_to_unit, unit_to_ndc
 from ..cpab import fit_theta, tessellation, transform_grid
 from ..errors import check_image, fail
-from ..progress import StepCallback, report
+from ..progress import Check, StepCallback, poll, report
 from .model import CPABMM
 from .networks import coordinate_grid
 from .settings import ANIMATE
@@ -85,7 +85,7 @@ def _to_model(images: torch.Tensor, size: int) -> torch.Tensor:
 @torch.no_grad()
 def animate(model: CPABMM, source: torch.Tensor, driving: torch.Tensor, *, mode: str = ANIMATE.mode,
             max_iter: int | None = ANIMATE.max_iter, use_bg: bool = ANIMATE.use_bg, batch: int = ANIMATE.batch,
-            callback: StepCallback | None = None) -> torch.Tensor:
+            callback: StepCallback | None = None, check: Check | None = None) -> torch.Tensor:
     """Animate ``source`` IMAGE [1,H,W,3] with the motion of ``driving`` IMAGE [F,h,w,3] -> [F,H,W,3].
 
     mode: :data:`MODES` (spec §2.7); max_iter: the local fits' Adam iterations (0 or None: the
@@ -113,6 +113,7 @@ def animate(model: CPABMM, source: torch.Tensor, driving: torch.Tensor, *, mode:
     n = driving.shape[0]
     for i in range(0, n, batch):
         # 3. Driving keypoints, moved onto the source (relative / AVD / as detected)
+        poll(check)
         drv = _to_model(driving[i:i + batch], size).to(dev)
         b = drv.shape[0]
         kp_d = model.kp_detector(drv)["fg_kp"]
@@ -133,6 +134,7 @@ def animate(model: CPABMM, source: torch.Tensor, driving: torch.Tensor, *, mode:
                                           lr=cfg["lr"], partial_cells=cfg["partial_cells"],
                                           global_cells=cfg["global_cells"]).to(dev)], 1)
         # 5. Dense motion with occlusion, then inpainting; back to the source's size
+        poll(check)
         dense = model.dense_motion_network(src_small.expand(b, -1, -1, -1), kp_n, ks, grids)
         out = model.inpainting_network(src.expand(b, -1, -1, -1), dense)["prediction"]
         if out.shape[2:] != tuple(source.shape[1:3]):

@@ -19,6 +19,7 @@ import torch
 from ..devices import resolve_dtype
 from ..errors import FlipbookInputError
 from .attention import ReferenceStore, patched
+from ..seeds import effective_seed, generator as seed_generator
 
 # spec §3.1: the configs of the tiny random backbone (one builder for the whole pack).
 TINY_SCHEDULER = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
@@ -178,9 +179,9 @@ def tiny_t2v(seed: int = 0, device=None, dtype: torch.dtype = torch.float32, vae
     from diffusers import AutoencoderKL, UNet3DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-    gen = torch.Generator().manual_seed(int(seed))
+    gen = seed_generator(seed)
     state = torch.random.get_rng_state()
-    torch.manual_seed(int(seed))  # diffusers/transformers initialise from the global generator
+    torch.manual_seed(effective_seed(seed))  # diffusers/transformers initialise from the global generator
     try:
         unet = UNet3DConditionModel(**TINY_UNET3D)
         vae = AutoencoderKL(**tiny_vae_config(vae_downscale))

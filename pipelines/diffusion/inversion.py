@@ -8,6 +8,7 @@ from ..progress import Check, StepCallback
 from .sampler import ddim_invert, t2v_denoiser
 from .text import null_embeds
 from .vae import encode_frames, resize_frames
+from ..seeds import generator as seed_generator
 
 REDUCTIONS = ("none", "mean_frames")
 
@@ -41,7 +42,7 @@ def invert_frames(backbone, image: torch.Tensor, embeds: torch.Tensor | None = N
     if size:
         image = resize_frames(image, int(size))
     image = image.repeat_interleave(int(repeat_frames), dim=0)
-    gen = torch.Generator().manual_seed(int(seed))
+    gen = seed_generator(seed)
     z0 = encode_frames(backbone, image, vae_range=vae_range, posterior=posterior, generator=gen).to(backbone.device)
     cond = null_embeds(backbone) if embeds is None else embeds.to(backbone.device, backbone.dtype)
     uncond = None

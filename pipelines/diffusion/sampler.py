@@ -26,6 +26,7 @@ import torch
 from ..errors import fail
 from ..progress import Check, StepCallback, poll, report
 from .scheduler import DDIM, make_scheduler
+from ..seeds import generator as seed_generator
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 # before_step(i, t, x) -> x (may replace the latents, e.g. frame alignment); after_step(i, t, x) -> None
@@ -116,7 +117,7 @@ def initial_noise(shape: Sequence[int], seed: int, *, count: int = 1, offset: fl
     """
     out = []
     for k in range(int(count)):
-        g = torch.Generator().manual_seed((int(seed) + k) % 2 ** 64)
+        g = seed_generator(seed, k)
         x = torch.randn(*shape, generator=g)
         if offset:
             x = x + offset * torch.randn(*shape[:-2], 1, 1, generator=g)

@@ -108,6 +108,12 @@ def released_timesteps(steps: int, num_train_timesteps: int = 1000) -> list[int]
     return [min(max(t, 0), num_train_timesteps - 1) for t in range(1, num_train_timesteps + 1, stride)][::-1]
 
 
+def _max_timestep(cls, config, steps: int) -> int:
+    sched = cls.from_config(config)
+    sched.set_timesteps(steps)
+    return int(sched.timesteps.max())
+
+
 def make_scheduler(config: dict, steps: int, *, inverse: bool = False, device=None) -> DDIM:
     """A :class:`DDIM` for ``steps`` steps from a diffusers scheduler config (``scheduler_config.json``).
 
@@ -125,6 +131,12 @@ def make_scheduler(config: dict, steps: int, *, inverse: bool = False, device=No
     if getattr(c, "thresholding", False):
         fail("scheduler_config", "a DDIM config without dynamic thresholding", "thresholding: true")
     sched.set_timesteps(int(steps), device=device)
+    if len(sched.timesteps) and int(sched.timesteps.max()) >= c.num_train_timesteps:
+        # e.g. steps = 1000 with steps_offset 1 visits t = 1000, past the schedule's last level: refuse
+        # before any model call, naming the largest count this config can take
+        ok = next(s for s in range(int(steps) - 1, 0, -1) if _max_timestep(cls, sched.config, s) < c.num_train_timesteps)
+        fail("steps", f"at most {ok} for this model's scheduler ({c.num_train_timesteps} training timesteps, "
+             f"steps_offset {getattr(c, 'steps_offset', 0)})", str(steps))
     final = sched.initial_alpha_cumprod if inverse else sched.final_alpha_cumprod
     return DDIM(sched.alphas_cumprod, sched.timesteps, c.num_train_timesteps // int(steps), final,
                 c.prediction_type, inverse, float(c.clip_sample_range) if c.clip_sample else None)

@@ -4,7 +4,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..errors import check_image, fail
+from ..errors import check_finite, check_image, fail
+from .. import budget
+from ..progress import poll, report
 from .backbone import param_device
 
 VAE_RANGES = ("-1_1", "0_1")
@@ -62,20 +64,30 @@ def check_video_latent(name: str, latents) -> torch.Tensor:
     if not isinstance(latents, torch.Tensor) or latents.dim() not in (4, 5):
         fail(name, "a video LATENT (batch, channels, frames, height, width)",
              getattr(latents, "shape", type(latents).__name__))
-    return latents if latents.dim() == 5 else latents[:, :, None]
+    latents = latents if latents.dim() == 5 else latents[:, :, None]
+    if 0 in latents.shape:
+        fail(name, "a video LATENT with at least one sample, channel, frame and pixel", f"shape {tuple(latents.shape)}")
+    return check_finite(name, latents)
 
 
-def decode_latents(backbone, latents: torch.Tensor, *, chunk: int = 8) -> torch.Tensor:
-    """Video latents (B,C,F,h,w) -> IMAGE [B*F, H, W, 3] in 0..1, decoding ``chunk`` frames at a time."""
+def decode_latents(backbone, latents: torch.Tensor, *, chunk: int = 8, callback=None, check=None) -> torch.Tensor:
+    """Video latents (B,C,F,h,w) -> IMAGE [B*F, H, W, 3] in 0..1, decoding ``chunk`` frames at a time
+    (``check()`` before each VAE call, ``callback(done, total)`` after)."""
     latents = check_video_latent("latent", latents)
     vae = backbone.vae
     if latents.shape[1] != vae.config.latent_channels:
         fail("latent", f"{vae.config.latent_channels} channels for this VAE", f"{latents.shape[1]}")
+    scale = 2 ** (len(getattr(vae.config, "block_out_channels", (0,))) - 1)
+    n, h, w = latents.shape[0] * latents.shape[2], latents.shape[3] * scale, latents.shape[4] * scale
+    budget.check("latent", budget.frames_bytes(n, h, w) + budget.frames_bytes(min(n, max(1, int(chunk))), h, w, 128),
+                 f"{n} decoded frames of {w}x{h}")
     flat = latents.permute(0, 2, 1, 3, 4).reshape(-1, *latents.shape[1:2], *latents.shape[3:])
     out = []
     with torch.no_grad():
         for i in range(0, flat.shape[0], max(1, int(chunk))):
+            poll(check)
             z = flat[i:i + chunk].to(param_device(vae), backbone.dtype) / vae.config.scaling_factor
             x = vae.decode(z).sample.float()
             out.append(((x + 1) / 2).clamp(0, 1).permute(0, 2, 3, 1).cpu())
+            report(callback, min(i + chunk, flat.shape[0]), flat.shape[0])
     return torch.cat(out)

@@ -108,7 +108,7 @@ def animate_clipart(image: torch.Tensor, skeleton: Skeleton, *, mask: torch.Tens
 def demo_inputs(image_path: str | None = None):
     """The shipped character and its keypoints, or another picture with automatic keypoints."""
     from ..io import load_rgba
-    from ..keypoints import auto_keypoints, skeleton_from_json
+    from ..keypoints import auto_keypoints, picture_alpha, skeleton_from_json
 
     if image_path is None:
         image = load_rgba(DEMO_IMAGE)
@@ -116,6 +116,8 @@ def demo_inputs(image_path: str | None = None):
             sk = skeleton_from_json(json.load(f), "", tuple(image.shape[:2]))
     else:
         image = load_rgba(image_path)
+        if not bool((image[..., 3] < 1.0).any()):       # a JPG or an opaque PNG: the figure is its ink
+            image = torch.cat([image[..., :3], picture_alpha(image[..., :3])[..., None]], -1)
         sk = auto_keypoints(None, image=image)
     return image, sk
 

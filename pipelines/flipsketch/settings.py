@@ -69,6 +69,12 @@ class FrameAlign:
     official_quirks: bool = True
     chunk: int = 1
 
+    def __post_init__(self):
+        for name, value, lo in (("tau1", self.tau1, 0), ("iterations", self.iters, 0), ("chunk", self.chunk, 1)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < lo:
+                fail(name, f"an integer >= {lo}", repr(value))
+        check_range("lr", float(self.lr), 0.0, 1.0)
+
 
 @dataclass(frozen=True)
 class Sampling:

@@ -7,6 +7,7 @@ import numpy as np
 import torch
 
 from ..errors import fail
+from ..progress import poll, report
 from .layout import BODY, BODY_FEET, COLORS, FACE0, HAND_EDGES, LHAND, LIMBS, RHAND, PoseSequence
 
 
@@ -29,7 +30,8 @@ def _hsv(h: float) -> tuple[int, int, int]:
 
 
 def render_poses(seq: PoseSequence, width: int, height: int, *, hands: bool = True, feet: bool = True,
-                 face: bool = False, colors: str = "animatex", stick: float = 4.0, radius: float = 4.0) -> torch.Tensor:
+                 face: bool = False, colors: str = "animatex", stick: float = 4.0, radius: float = 4.0,
+                 callback=None, check=None) -> torch.Tensor:
     """Skeleton images (F, height, width, 3) in 0..1, drawn like Animate-X's ``draw_pose``: limbs as
     ellipses, the canvas dimmed to 60 %, joint dots, HSV hand lines with dots, no face by default.
 
@@ -46,6 +48,9 @@ def render_poses(seq: PoseSequence, width: int, height: int, *, hands: bool = Tr
     n_joints = BODY_FEET if feet else BODY
     frames = []
     for f in range(seq.frames):
+        poll(check)
+        if f:
+            report(callback, f, seq.frames)
         p = (seq.points[f] * torch.tensor([sx, sy])).tolist()
         ok = seq.present[f].tolist()
         img = Image.new("RGB", (width, height))

@@ -15,6 +15,7 @@ app.registerExtension({
         widget = ComfyWidgets["STRING"](this, "metrics", ["STRING", { multiline: true }], app).widget;
         widget.inputEl.readOnly = true;
         widget.serialize = false; // a display, not a setting: keep it out of the saved workflow
+        widget.options = { ...(widget.options || {}), serialize: false }; // and out of the prompt sent to run
       }
       widget.value = text;
       this.setSize([Math.max(this.size[0], 300), Math.max(this.size[1], this.computeSize()[1])]);
