@@ -283,3 +283,65 @@ def test_bad_inputs_give_clear_errors(model, scene, tmp_path):
         emb = optimise_embeddings(model, traj, poses[:2], opts=PACM(inner_iters=0, stage2_iters=0))
         poseanimate_sample(model.with_patches(PoseAnimateAttention(source_mask=torch.ones(1, SIZE, SIZE),
                                                                    subject_word="zebra")), emb)
+
+
+def test_single_files_convert_offline_and_match_the_folders(tmp_path, monkeypatch):
+    """SD1.5-layout checkpoint + ControlNet-release file -> the same bundle, with no network (sockets refused)."""
+    import socket
+
+    from comfyui_flipbook.pipelines.poseanimate.models import save_single_files
+
+    def no_network(*a, **k):
+        raise AssertionError("network touched")
+    monkeypatch.setattr(socket, "socket", no_network)
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    src = tiny_sdcn(1, vae_downscale=8)
+    save_sd_folder(src, str(tmp_path / "sd"))
+    save_controlnet_folder(src, str(tmp_path / "cn"))
+    ckpt, cn = save_single_files(src, str(tmp_path / "sd.safetensors"), str(tmp_path / "cn.safetensors"))
+    folder = load_sdcn(str(tmp_path / "sd"), str(tmp_path / "cn"))
+    with pytest.raises(FlipbookInputError, match="tokenizer"):
+        load_sdcn(ckpt, cn)                    # outside ComfyUI a single file brings no tokenizer
+    from comfyui_flipbook.pipelines.poseanimate import models as M
+    monkeypatch.setattr(M, "comfy_sd1_tokenizer_dir", lambda: str(tmp_path / "sd" / "tokenizer"))   # "inside ComfyUI"
+    single = load_sdcn(ckpt, cn)
+    for name in ("unet", "vae", "text_encoder", "controlnet"):
+        ref, got = getattr(folder, name).state_dict(), getattr(single, name).state_dict()
+        assert set(ref) == set(got) and all(torch.equal(got[k], ref[k]) for k in ref), name
+    assert single.scheduler_config["beta_schedule"] == "scaled_linear"     # the shipped SD1.5 DDIM config
+
+
+def test_shipped_sd15_configs_build_the_released_sizes():
+    """The configs the single-file loader converts with are SD1.5's and the OpenPose ControlNet's (spec §2.1:
+    859.5 M and 361.3 M parameters), built on the meta device (no memory)."""
+    from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from comfyui_flipbook.pipelines.poseanimate.models import shipped_config
+
+    with torch.device("meta"):
+        unet = UNet2DConditionModel.from_config(shipped_config("sd15_unet"))
+        cn = ControlNetModel.from_config(shipped_config("sd15_controlnet"))
+        vae = AutoencoderKL.from_config(shipped_config("sd15_vae"))
+        text = CLIPTextModel(CLIPTextConfig(**shipped_config("sd15_text_encoder")))
+
+    def count(m):
+        return sum(p.numel() for p in m.parameters())
+    assert round(count(unet) / 1e6, 1) == 859.5 and round(count(cn) / 1e6, 1) == 361.3
+    assert round(count(vae) / 1e6, 1) == 83.7 and round(count(text) / 1e6, 1) == 123.1
+    assert shipped_config("sd15_scheduler")["steps_offset"] == 1
+
+
+def test_nodes_pata_and_errors(inference):
+    from comfyui_flipbook.nodes.poseanimate import FlipbookPoseAlignTransition, FlipbookPoseAnimateAttention
+    from comfyui_flipbook.pipelines.pose import poses_to_openpose
+
+    src = poses_to_openpose(_pose((50, 30), (50, 70)))
+    drv = poses_to_openpose(_pose((20, 10), (20, 30), canvas=(64, 64), shift=(2.0, 0.0), frames=4))
+    kp, images = FlipbookPoseAlignTransition().align(src, json.dumps(drv), 6, 1, "sequence", 32, 32, True, 0.3)
+    assert len(kp) == 6 and images.shape == (6, 32, 32, 3) and images.max() > 0.5
+    assert kp[0]["people"][0]["pose_keypoints_2d"][3:6] == src[0]["people"][0]["pose_keypoints_2d"][3:6]
+    with pytest.raises(FlipbookInputError, match="source"):
+        FlipbookPoseAlignTransition().align("not json", drv, 6, 1, "sequence", 32, 32, True, 0.3)
+    with pytest.raises(FlipbookInputError, match="lambda1"):
+        FlipbookPoseAnimateAttention().patch(tiny_sdcn(0), float("nan"), 0.15, 0.15, "multiply", "", 0.3, "up")

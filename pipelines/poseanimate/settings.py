@@ -17,6 +17,8 @@ ALIGN_MODES = ("sequence", "per_frame")
 # models/diffusers and models/controlnet folders (both diffusers layout).
 SD_MODEL = "stable-diffusion-v1-5"
 CONTROLNET_MODEL = "control_v11p_sd15_openpose"
+SD_FILE = "v1-5-pruned-emaonly.safetensors"                 # the same as single files (models/checkpoints)
+CONTROLNET_FILE = "control_v11p_sd15_openpose.safetensors"  # (models/controlnet)
 
 
 @dataclass(frozen=True)
