@@ -141,6 +141,9 @@ class _Fit:
 
             def loss_fn(x, z=z, t=t, eps_other=eps_other, target=target):
                 self.backwards += n
+                if not self.opts.cache_other:                       # as written: both branches every iteration
+                    with torch.no_grad():
+                        eps_other = self.predict(z, t, other, cond)
                 z_prev = self.sched.step(self.combine(self.predict(z, t, x, cond), eps_other), t, z)
                 return ((z_prev.float() - target.float()) ** 2).mean(dim=(1, 2, 3))
 
