@@ -345,3 +345,18 @@ def test_nodes_pata_and_errors(inference):
         FlipbookPoseAlignTransition().align("not json", drv, 6, 1, "sequence", 32, 32, True, 0.3)
     with pytest.raises(FlipbookInputError, match="lambda1"):
         FlipbookPoseAnimateAttention().patch(tiny_sdcn(0), float("nan"), 0.15, 0.15, "multiply", "", 0.3, "up")
+
+
+def test_subject_masks_from_cross_attention_maps():
+    """P2P LocalBlend recipe (spec §2.4): mean over heads and layers, 3x3 max-pool, per-frame max, threshold."""
+    from comfyui_flipbook.pipelines.poseanimate.attention import masks_from_maps
+
+    grid = torch.zeros(2, 4, 4)
+    grid[0, 1, 1] = 1.0                      # frame 0: the word attends to one cell
+    grid[1, 2:, 2:] = 0.2                    # frame 1: weakly, to a corner (normalised per frame)
+    maps = {16: [(grid.reshape(2, 1, 16).expand(2, 3, 16), None)] * 2}
+    m = masks_from_maps(maps, (8, 8), 0.3)
+    assert m.shape == (2, 8, 8) and set(m.unique().tolist()) <= {0.0, 1.0}
+    assert m[0, 2, 2] == 1 and m[0, 7, 7] == 0 and m[0].sum() < 40        # around the cell, dilated by the pool
+    assert m[1, 7, 7] == 1 and m[1, 0, 0] == 0
+    assert masks_from_maps({}, (8, 8)) is None

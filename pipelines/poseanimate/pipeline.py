@@ -255,6 +255,7 @@ def poseanimate_sample(model, embeds: PoseEmbeddings, *, guidance: float | None 
         store.data["masks"] = m_s.expand(frames, -1, -1).clone()         # first step: M_s for every frame
         tokens = subject_token_indices(model.tokenizer, embeds.prompt, patch.subject_word)
     state = {"i": 0}
+    mask_tokens = max(1, z_t.shape[-2] // 4) * max(1, z_t.shape[-1] // 4)    # P2P's 16x16 at 512 px
 
     def before(i, t, lat):
         state["i"] = i
@@ -263,7 +264,7 @@ def poseanimate_sample(model, embeds: PoseEmbeddings, *, guidance: float | None 
     def denoise(lat, t):
         ei = e[:, state["i"]]
         e2 = torch.cat([other, ei]) if embeds.slot == "cond" else torch.cat([ei, other])
-        with store.phase("use", frames=frames, subject_tokens=tokens):
+        with store.phase("use", frames=frames, subject_tokens=tokens, mask_tokens=mask_tokens):
             u, c = controlnet_predict(model.unet, model.controlnet, torch.cat([lat, lat]), t, e2, cond2).chunk(2)
         return guide(u, c, w)
 
