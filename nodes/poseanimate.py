@@ -19,8 +19,8 @@ from ..pipelines.poseanimate.pipeline import decode, invert_source, optimise_emb
 from ..pipelines.poseanimate.settings import (ALIGN_MODES, CONTROLNET_FILE, CONTROLNET_MODEL, MASK_MODES, PACM,
                                               PACM_DEFAULTS, PATA_DEFAULTS, SAMPLING, SD_FILE, SD_MODEL, SLOTS, STEPS,
                                               PoseAnimateAttention)
-from ._comfy import (FileList, check_interrupted, grad_enabled, list_models, model_path, offload_device,
-                     progress_callback, torch_device)
+from ._comfy import (FileList, check_interrupted, grad_enabled, intermediate_device, list_models, model_path,
+                     offload_device, progress_callback, torch_device)
 from .diffusion import on_device, to_intermediate
 from . import widgets as W
 from .types import INVERSION, POSE_EMBEDS, SDCN
@@ -219,7 +219,7 @@ class FlipbookPoseAnimateOptimise:
         with on_device(model, "unet", "controlnet", "text_encoder"):
             out = optimise_embeddings(model, trajectory, poses, opts=opts, check=check_interrupted,
                                       callback=progress_callback(steps * frames, "PoseAnimate PACM"))
-            return (to_intermediate(out),)
+            return (out.to(intermediate_device()),)
 
 
 class FlipbookPoseAnimateAttention:

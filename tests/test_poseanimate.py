@@ -360,3 +360,31 @@ def test_subject_masks_from_cross_attention_maps():
     assert m[0, 2, 2] == 1 and m[0, 7, 7] == 0 and m[0].sum() < 40        # around the cell, dilated by the pool
     assert m[1, 7, 7] == 1 and m[1, 0, 0] == 0
     assert masks_from_maps({}, (8, 8)) is None
+
+
+def test_adam_per_item_early_stop_is_each_item_alone():
+    """adam_minimise(per_item=True): an item whose loss fell below the threshold is frozen, the others go
+    on, so a batch gives what each item gives alone (PACM's frame chunks)."""
+    from comfyui_flipbook.pipelines.optimise import adam_minimise
+
+    target = torch.tensor([[0.05], [3.0]])
+
+    def loss(x):
+        return ((x - target) ** 2).sum(1)
+
+    both, _ = adam_minimise(torch.zeros(2, 1), loss, iters=50, lr=0.1, stop_below=lambda k: 1e-2, per_item=True)
+    for i in range(2):
+        alone, _ = adam_minimise(torch.zeros(1, 1), lambda x, i=i: ((x - target[i:i + 1]) ** 2).sum(1), iters=50,
+                                 lr=0.1, stop_below=lambda k: 1e-2)
+        assert torch.allclose(both[i], alone[0], atol=1e-6)
+    assert not torch.allclose(both[0], target[0], atol=1e-3)          # item 0 stopped early, item 1 went on
+
+
+def test_bf16_bundle_runs_the_chain(scene):
+    image, poses, _ = scene
+    model = tiny_sdcn(0, dtype=torch.bfloat16)
+    with torch.inference_mode():
+        traj = invert_source(model, image, poses, "a man", steps=2)
+        emb = optimise_embeddings(model, traj, poses[:2], opts=PACM(inner_iters=1, stage2_iters=1))
+        lat = poseanimate_sample(model.with_patches(PoseAnimateAttention()), emb)
+    assert emb.frames.dtype == torch.float32 and lat.dtype == torch.bfloat16 and torch.isfinite(lat.float()).all()

@@ -54,6 +54,11 @@ class PoseEmbeddings:
     prompt: str = ""
     losses: torch.Tensor | None = field(default=None, repr=False)
 
+    def to(self, device) -> "PoseEmbeddings":
+        """A copy with every tensor on ``device`` (nodes hand it on from ComfyUI's intermediate device)."""
+        moved = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in vars(self).items()}
+        return PoseEmbeddings(**moved)
+
 
 def pose_condition(model, poses: torch.Tensor, latent_hw, name: str = "poses") -> torch.Tensor:
     """IMAGE [F,H,W,3] -> the ControlNet's condition (F, 3, h*s, w*s) in 0..1, s = ``model.pose_scale``
@@ -120,7 +125,7 @@ class _Fit:
 
     def predict(self, z, t, e, cond):
         self.forwards += z.shape[0]
-        return controlnet_predict(self.model.unet, self.model.controlnet, z, t, e, cond)
+        return controlnet_predict(self.model.unet, self.model.controlnet, z, t, e.to(z.dtype), cond)
 
     def combine(self, eps_opt, eps_other):
         w = self.opts.guidance
@@ -182,7 +187,8 @@ def optimise_embeddings(model, trajectory: dict, poses: torch.Tensor, *, opts: P
         c = (encode_text(model, prompt) if not isinstance(c, torch.Tensor) else c).detach().clone().to(model.device, model.dtype)
         unc = null_embeds(model).detach().clone()
         other = unc if opts.slot == "cond" else c
-        init = c if opts.slot == "cond" else unc      # the optimised branch starts from its own embedding
+        # the optimised branch starts from its own embedding; Adam runs on a float32 copy (fp16 weights too)
+        init = (c if opts.slot == "cond" else unc).float()
         sched = make_scheduler(trajectory.get("scheduler_config", model.scheduler_config), steps, device=model.device)
         fit = _Fit(model, traj, sched, other, opts, check)
         total, done = steps * frames, [0]
