@@ -42,10 +42,46 @@ def progress_callback(total: int, desc: str = "Flipbook") -> StepCallback:
     return cb
 
 
+def preview_progress(total: int, desc: str = "Flipbook", max_size: int = 512):
+    """``(callback, preview)`` for a loop with a live picture: ``callback(step, n)`` as
+    :func:`progress_callback`; ``preview(step, image [H,W,3] 0..1)`` shows the picture on ComfyUI's
+    progress bar (the sampler-preview slot), a no-op outside ComfyUI."""
+    mm = _try_import("comfy.model_management")
+    utils = _try_import("comfy.utils")
+    if mm is None or utils is None:
+        return progress_callback(total, desc), lambda step, image: None
+    bar = utils.ProgressBar(total)
+
+    def cb(step: int, n: int) -> None:
+        mm.throw_exception_if_processing_interrupted()
+        bar.update_absolute(step, n)
+
+    def preview(step: int, image: torch.Tensor) -> None:
+        from PIL import Image
+
+        arr = (image.detach().float().clamp(0, 1).cpu().numpy() * 255).round().astype("uint8")
+        bar.update_absolute(step, total, ("JPEG", Image.fromarray(arr), max_size))
+
+    return cb, preview
+
+
 def check_interrupted() -> None:
     mm = _try_import("comfy.model_management")
     if mm is not None:
         mm.throw_exception_if_processing_interrupted()
+
+
+def prompt_server():
+    """ComfyUI's running PromptServer (to add routes), or None outside ComfyUI."""
+    server = _try_import("server")
+    return getattr(getattr(server, "PromptServer", None), "instance", None)
+
+
+def executing_node_id():
+    """Inside ComfyUI: the id of the node that is running now (None outside, or in an older ComfyUI)."""
+    utils = _try_import("comfy_execution.utils")
+    ctx = getattr(utils, "get_executing_context", lambda: None)() if utils is not None else None
+    return None if ctx is None else ctx.node_id
 
 
 # --- devices -------------------------------------------------------------------------------

@@ -76,6 +76,10 @@ ATTN_PATCH = _declare("FLIPBOOK_ATTN_PATCH", ".pipelines.flipsketch.settings:Fli
                       "FlipSketch's attention-composition settings", "Flipbook FlipSketch Attention")
 FRAME_ALIGN = _declare("FLIPBOOK_FRAME_ALIGN", ".pipelines.flipsketch.settings:FrameAlign",
                        "FlipSketch's frame-alignment settings", "Flipbook FlipSketch Frame Align")
+CORRECTOR = _declare("FLIPBOOK_TJC", ".pipelines.flexiclip.corrector:TemporalJacobianCorrector",
+                     "FlexiClip's temporal Jacobian corrector network", "Flipbook FlexiClip Corrector / SDS Optimiser")
+XCLIP = _declare("FLIPBOOK_XCLIP", ".pipelines.flexiclip.scores:XCLIP", "an X-CLIP text-video model",
+                 "Flipbook X-CLIP Loader")
 # --- poses, Animate-X ---------------------------------------------------------------------------
 POSES = _declare("FLIPBOOK_POSES", ".pipelines.pose:PoseSequence",
                  "a pose sequence (OpenPose body, feet, hands, face per frame)", "Flipbook Pose From Keypoints / Load Pose Keypoints")
@@ -147,23 +151,31 @@ def socket_types(cls) -> dict[str, str]:
 
 
 def checked(cls) -> type:
-    """Wrap ``cls``'s FUNCTION so every linked input is type-checked before it runs (once per class)."""
+    """Wrap ``cls``'s FUNCTION so every linked input is type-checked, and every widget value checked
+    against the node's own INPUT_TYPES (nodes/_validate.py), before it runs (once per class)."""
+    from ._validate import _MISSING, check_widgets, widget_checks
+
     fn_name = getattr(cls, "FUNCTION", None)
     fn = getattr(cls, fn_name, None) if fn_name else None
     if fn is None or getattr(fn, "_flipbook_checked", False):
         return cls
     sockets = socket_types(cls)
+    widgets = {k: v for k, v in widget_checks(cls.INPUT_TYPES()).items() if k not in sockets}
     signature = inspect.signature(fn)
 
     @functools.wraps(fn)
     def run(self, *args, **kwargs):
-        given = kwargs
-        if args:                                  # ComfyUI passes keywords; tests and scripts may not
-            given = signature.bind_partial(self, *args, **kwargs).arguments
+        bound = signature.bind_partial(self, *args, **kwargs)   # ComfyUI passes keywords; tests may not
+        given = bound.arguments
         for name, type_name in sockets.items():
             if name in given:
                 check_value(name, type_name, given[name])
-        return fn(self, *args, **kwargs)
+        for name, value in check_widgets(widgets, given).items():
+            if value is _MISSING:
+                given.pop(name, None)
+            else:
+                given[name] = value
+        return fn(*bound.args, **bound.kwargs)
 
     run._flipbook_checked = True
     setattr(cls, fn_name, run)

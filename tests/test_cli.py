@@ -9,6 +9,12 @@ def test_every_method_package_with_a_testmodels_module_is_found():
     assert all(name.endswith(".testmodels") for name in names)
 
 
-def test_the_weight_free_clipart_rig_writes_no_model(tmp_path):
+def test_flexiclip_writes_only_the_sds_workflow_models(tmp_path):
+    """The weight-free rig needs none; the SDS workflow loads a T2V folder and an X-CLIP folder."""
+    from comfyui_flipbook.pipelines.flexiclip.settings import T2V_MODEL, XCLIP_MODEL
+
     write = next(w for n, w in find_test_model_writers().items() if n.endswith("flexiclip.testmodels"))
-    assert write(str(tmp_path)) == [] and not any(tmp_path.iterdir())
+    write(str(tmp_path))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["diffusers", "xclip"]
+    assert [p.name for p in (tmp_path / "diffusers").iterdir()] == [T2V_MODEL]
+    assert [p.name for p in (tmp_path / "xclip").iterdir()] == [XCLIP_MODEL]

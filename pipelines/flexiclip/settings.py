@@ -30,9 +30,17 @@ class MotionSettings:
 
 @dataclass(frozen=True)
 class DeformSettings:
-    """Flipbook Mesh Deform (spec §2.4): FlexiClip's Poisson system with λ = 1."""
+    """Flipbook Mesh Deform (spec §2.4): FlexiClip's Poisson system. The weight-free rig pins the
+    keypoints (λ = 1000: within 0.1 px of the trajectory even for 70 px moves, spec §2.4 "λ=1e3 gives
+    ≈hard handles"), so a preset's motion is what one sees; FlexiClip's own λ = 1 (soft: the `sway`
+    preset's keypoints land ~7 px off a 23 px move) is :data:`FLEXICLIP_LAMBDA`, what the SDS path
+    uses, and an option of the node."""
     method: str = "poisson_bilap"
-    constraint_lambda: float = 1.0
+    constraint_lambda: float = 1000.0
+
+
+# FlexiClip's constraint weight, never overridden in the official code (F:poisson_system.py:103, spec §2.2.2).
+FLEXICLIP_LAMBDA = 1.0
 
 
 MESH = MeshSettings()
@@ -40,3 +48,8 @@ MOTION = MotionSettings()
 DEFORM = DeformSettings()
 # `python -m comfyui_flipbook demo` moves a little more than the node default
 DEMO_MOTION = MotionSettings(amplitude=0.08)
+
+# The model folders the SDS workflow loads (the Hugging Face repo names users clone; make-test-models
+# writes tiny random ones under them).
+T2V_MODEL = "text-to-video-ms-1.7b"          # models/diffusers/ (ModelScope T2V, spec §1.7; CC BY-NC weights)
+XCLIP_MODEL = "xclip-base-patch32"            # models/xclip/ (microsoft/xclip-base-patch32, spec §3)
