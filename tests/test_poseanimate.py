@@ -388,3 +388,22 @@ def test_bf16_bundle_runs_the_chain(scene):
         emb = optimise_embeddings(model, traj, poses[:2], opts=PACM(inner_iters=1, stage2_iters=1))
         lat = poseanimate_sample(model.with_patches(PoseAnimateAttention()), emb)
     assert emb.frames.dtype == torch.float32 and lat.dtype == torch.bfloat16 and torch.isfinite(lat.float()).all()
+
+
+def test_adam_compact_evaluates_only_running_items():
+    from comfyui_flipbook.pipelines.optimise import adam_minimise
+
+    target = torch.tensor([[0.05], [3.0]])
+    rows_seen = []
+
+    def loss(x, rows):
+        rows_seen.append(2 if rows is None else len(rows))
+        t = target if rows is None else target[rows]
+        return ((x - t) ** 2).sum(1)
+
+    full, _ = adam_minimise(torch.zeros(2, 1), lambda x: ((x - target) ** 2).sum(1), iters=30, lr=0.1,
+                            stop_below=lambda k: 1e-2, per_item=True)
+    compact, losses = adam_minimise(torch.zeros(2, 1), loss, iters=30, lr=0.1, stop_below=lambda k: 1e-2,
+                                    per_item=True, compact=True)
+    assert torch.allclose(full, compact, atol=1e-6)
+    assert rows_seen[0] == 2 and rows_seen[-1] == 1 and all(l.shape == (2,) for l in losses)

@@ -144,18 +144,21 @@ class _Fit:
             with torch.no_grad():
                 eps_other = self.predict(z, t, other, cond)            # the branch PACM does not optimise: once
 
-            def loss_fn(x, z=z, t=t, eps_other=eps_other, target=target):
-                self.backwards += n
+            def loss_fn(x, rows, z=z, t=t, eps_other=eps_other, target=target):
+                zz, cc, oo, tt, ee = z, cond, other, target, eps_other     # rows: the frames still running
+                if rows is not None:
+                    zz, cc, oo, tt, ee = z[rows], cond[rows], other[rows], target[rows], eps_other[rows]
+                self.backwards += zz.shape[0]
                 if not self.opts.cache_other:                       # as written: both branches every iteration
                     with torch.no_grad():
-                        eps_other = self.predict(z, t, other, cond)
-                z_prev = self.sched.step(self.combine(self.predict(z, t, x, cond), eps_other), t, z)
-                return ((z_prev.float() - target.float()) ** 2).mean(dim=(1, 2, 3))
+                        ee = self.predict(zz, t, oo, cc)
+                z_prev = self.sched.step(self.combine(self.predict(zz, t, x, cc), ee), t, zz)
+                return ((z_prev.float() - tt.float()) ** 2).mean(dim=(1, 2, 3))
 
             stop = self.opts.stop_at(i)
             x, losses = adam_minimise(e if carry else init[i], loss_fn, iters=iters, lr=self.opts.lr_at(i),
                                       stop_below=None if stop is None else (lambda k, s=stop: s), per_item=True,
-                                      check=self.check)
+                                      compact=True, check=self.check)
             with torch.no_grad():
                 z = self.sched.step(self.combine(self.predict(z, t, x, cond), eps_other), t, z)
             out.append(x)
