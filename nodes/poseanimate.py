@@ -16,10 +16,11 @@ from ..pipelines.errors import check_range, fail
 from ..pipelines.poseanimate.models import SINGLE_FILE_EXTS, load_sdcn, tiny_sdcn
 from ..pipelines.poseanimate.pata import pata
 from ..pipelines.poseanimate.pipeline import decode, invert_source, optimise_embeddings, poseanimate_sample
-from ..pipelines.poseanimate.settings import (ALIGN_MODES, CONTROLNET_MODEL, MASK_MODES, PACM, PACM_DEFAULTS,
-                                              PATA_DEFAULTS, SAMPLING, SD_MODEL, SLOTS, STEPS, PoseAnimateAttention)
-from ._comfy import (FileList, check_interrupted, grad_enabled, list_models, model_path, offload_device,
-                     progress_callback, torch_device)
+from ..pipelines.poseanimate.settings import (ALIGN_MODES, CONTROLNET_FILE, CONTROLNET_MODEL, MASK_MODES, PACM,
+                                              PACM_DEFAULTS, PATA_DEFAULTS, SAMPLING, SD_FILE, SD_MODEL, SLOTS, STEPS,
+                                              PoseAnimateAttention)
+from ._comfy import (FileList, check_interrupted, grad_enabled, intermediate_device, list_models, model_path,
+                     offload_device, progress_callback, torch_device)
 from .diffusion import on_device, to_intermediate
 from . import widgets as W
 from .types import INVERSION, POSE_EMBEDS, SDCN
@@ -40,13 +41,13 @@ def _folders(folder: str, marker: str) -> list[str]:
 def checkpoint_choices() -> list[str]:
     """SD1.5 diffusers folders in models/diffusers, then single files in models/checkpoints."""
     files = [f for f in list_models("checkpoints") if f.lower().endswith(SINGLE_FILE_EXTS)]
-    return FileList(_folders("diffusers", "unet") + files or [SD_MODEL])
+    return FileList(_folders("diffusers", "unet") + files or [SD_MODEL, SD_FILE])   # none yet: the workflows' names
 
 
 def controlnet_choices() -> list[str]:
     """ControlNets in models/controlnet: diffusers folders (config.json) and single files."""
     files = [f for f in list_models("controlnet") if f.lower().endswith(SINGLE_FILE_EXTS)]
-    return FileList(_folders("controlnet", "config.json") + files or [CONTROLNET_MODEL])
+    return FileList(_folders("controlnet", "config.json") + files or [CONTROLNET_MODEL, CONTROLNET_FILE])
 
 
 def _resolve(folder: str, name: str) -> str:
@@ -218,7 +219,7 @@ class FlipbookPoseAnimateOptimise:
         with on_device(model, "unet", "controlnet", "text_encoder"):
             out = optimise_embeddings(model, trajectory, poses, opts=opts, check=check_interrupted,
                                       callback=progress_callback(steps * frames, "PoseAnimate PACM"))
-            return (to_intermediate(out),)
+            return (out.to(intermediate_device()),)
 
 
 class FlipbookPoseAnimateAttention:

@@ -24,7 +24,8 @@ from .progress import Check, StepCallback, poll, report
 def adam_minimise(x0: torch.Tensor | Sequence[torch.Tensor], loss_fn: Callable | None = None, *, iters: int,
                   lr: float, grad_fn: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
                   lr_at: Callable[[int], float] | None = None, stop_below: Callable[[int], float] | None = None,
-                  before_last: bool = False, per_item: bool = False, check: Check | None = None,
+                  before_last: bool = False, per_item: bool = False, compact: bool = False,
+                  check: Check | None = None,
                   callback: StepCallback | None = None, betas: tuple[float, float] = (0.9, 0.999),
                   eps: float = 1e-8) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Adam (default betas and eps) on a copy of ``x0`` for ``iters`` iterations; works inside
@@ -35,7 +36,9 @@ def adam_minimise(x0: torch.Tensor | Sequence[torch.Tensor], loss_fn: Callable |
     splitting a batch into chunks gives the same result. ``lr_at(k)`` overrides the learning rate at
     iteration k; the loop stops once every loss is below ``stop_below(k)``; with ``per_item`` (losses one
     per row of x) a row whose loss fell below it is frozen from the next iteration on, so each item stops
-    as if optimised alone (PoseAnimate's frame chunks give equal results). ``before_last`` returns x
+    as if optimised alone (PoseAnimate's frame chunks give equal results); ``compact`` (with per_item)
+    then evaluates only the rows still running: ``loss_fn(x_rows, rows)`` gets those rows of x and their
+    indices (``rows`` None = all), so a stopped item costs nothing. ``before_last`` returns x
     as it was before the last update (FlipSketch's official off-by-one). ``check()`` runs before
     every iteration (nodes pass ComfyUI's cancel check; it raises to stop); ``callback(k, iters)``
     after each. Returns ``(x, losses)`` with one detached loss tensor per iteration.
@@ -65,7 +68,13 @@ def adam_minimise(x0: torch.Tensor | Sequence[torch.Tensor], loss_fn: Callable |
             if lr_at is not None:
                 for group in opt.param_groups:
                     group["lr"] = float(lr_at(k))
-            if grad_fn is None:
+            if grad_fn is None and compact:
+                rows = None if done is None or not bool(done.any()) else (~done).nonzero().flatten()
+                part = loss_fn(x if rows is None else x[rows], rows)
+                opt.zero_grad(set_to_none=True)
+                part.sum().backward()
+                loss = part if rows is None else losses[-1].clone().index_copy_(0, rows, part.detach())
+            elif grad_fn is None:
                 loss = loss_fn(x)
                 if before_last:
                     prev = x.detach().clone()

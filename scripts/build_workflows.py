@@ -12,7 +12,9 @@ sys.path.insert(0, str(ROOT / "tests"))
 from workflow_format import build, node_specs  # noqa: E402
 
 from comfyui_flipbook.pipelines.flipsketch.settings import FLIPSKETCH_MODEL  # noqa: E402
-from comfyui_flipbook.pipelines.poseanimate.settings import CONTROLNET_MODEL as PA_CN, SD_MODEL as PA_SD  # noqa: E402
+from comfyui_flipbook.pipelines.poseanimate.settings import (CONTROLNET_FILE as PA_CN_FILE,  # noqa: E402
+                                                            CONTROLNET_MODEL as PA_CN, SD_FILE as PA_SD_FILE,
+                                                            SD_MODEL as PA_SD)
 
 CHARACTER = "flipbook_character.png"
 DRIVING = "cpabmm_driving.webp"
@@ -167,8 +169,46 @@ WORKFLOWS["poseanimate"] = [
      "links": {"images": (5, 1)}},
 ]
 
+# Needs another pack (comfyui_controlnet_aux, for DWPose): written to workflows/external/, which the pack's
+# template list and the real-ComfyUI tests leave out; tests/test_workflows.py checks it statically.
+EXTERNAL = {"poseanimate_dwpose"}
+WORKFLOWS["poseanimate_dwpose"] = [
+    {"id": 1, "type": "FlipbookPoseAnimateLoader", "pos": [40, 40], "size": [340, 130], "title": "SD1.5 + OpenPose ControlNet",
+     "widgets": {"checkpoint": PA_SD_FILE, "controlnet": PA_CN_FILE, "dtype": "auto"}},
+    {"id": 2, "type": "LoadImage", "pos": [40, 230], "size": [300, 360], "title": "Character",
+     "widgets": {"image": CHARACTER}},
+    {"id": 3, "type": "FlipbookLoadFrames", "pos": [40, 650], "size": [340, 150], "title": "Driving video",
+     "widgets": {"file": DRIVING}},
+    {"id": 4, "type": "DWPreprocessor", "pos": [420, 230], "size": [340, 250], "title": "DWPose (character)",
+     "links": {"image": (2, 0)}, "widgets": {"detect_face": "disable", "resolution": 512}},
+    {"id": 5, "type": "DWPreprocessor", "pos": [420, 520], "size": [340, 250], "title": "DWPose (driving video)",
+     "links": {"image": (3, 0)}, "widgets": {"detect_face": "disable", "resolution": 512}},
+    {"id": 6, "type": "FlipbookPoseAlignTransition", "pos": [820, 520], "size": [340, 280], "title": "PATA",
+     "links": {"source": (4, 1), "sequence": (5, 1)},
+     "widgets": {"total_frames": 16, "t": 4, "align_mode": "sequence", "width": 512, "height": 512}},
+    {"id": 7, "type": "FlipbookPoseAnimateInvert", "pos": [820, 40], "size": [340, 260], "title": "Invert (PACM stage 0)",
+     "links": {"model": (1, 0), "image": (2, 0), "poses": (6, 1)},
+     "widgets": {"prompt": "a cartoon character", "steps": 50, "size": 512}},
+    {"id": 8, "type": "FlipbookPoseAnimateOptimise", "pos": [1220, 40], "size": [340, 330], "title": "PACM",
+     "links": {"model": (1, 0), "trajectory": (7, 0), "poses": (6, 1)}},
+    {"id": 9, "type": "InvertMask", "pos": [420, 820], "size": [220, 30], "title": "Character mask (alpha)",
+     "links": {"mask": (2, 1)}},
+    {"id": 10, "type": "FlipbookPoseAnimateAttention", "pos": [1220, 430], "size": [340, 300], "title": "DCAM / MGDM",
+     "links": {"model": (1, 0), "source_mask": (9, 0)}, "widgets": {"subject_word": "character"}},
+    {"id": 11, "type": "FlipbookPoseAnimateSampler", "pos": [1620, 40], "size": [340, 130], "title": "PoseAnimate sampler",
+     "links": {"model": (10, 0), "embeds": (8, 0)}},
+    {"id": 12, "type": "SaveAnimatedWEBP", "pos": [2000, 40], "size": [360, 420], "links": {"images": (11, 0)},
+     "widgets": {"filename_prefix": "flipbook/poseanimate_dwpose", "fps": 8.0, "lossless": False, "quality": 90}},
+    {"id": 13, "type": "PreviewImage", "pos": [1220, 790], "size": [300, 360], "title": "Pose images",
+     "links": {"images": (6, 1)}},
+]
+
 # Shown in the UI file's "extra" (where a workflow's model comes from).
 INFO = {
+    "poseanimate_dwpose": "PoseAnimate with poses from a driving video. NEEDS the comfyui_controlnet_aux pack "
+                          "(DWPose Estimator; it downloads its own detector weights). Paper settings: 16 frames, "
+                          "512 px, 50 steps, 5 inner iterations. Models: v1-5-pruned-emaonly.safetensors in "
+                          "models/checkpoints, control_v11p_sd15_openpose (.safetensors/.pth) in models/controlnet.",
     "poseanimate": "PoseAnimate: character picture + pose sequence -> animation. Models: clone Hugging Face "
                    "stable-diffusion-v1-5 into ComfyUI/models/diffusers and lllyasviel/control_v11p_sd15_openpose "
                    "into ComfyUI/models/controlnet (or pick single files). Small step counts here: raise steps to 50, "
@@ -179,14 +219,16 @@ INFO = {
 
 
 def main(names):
-    specs = node_specs()
+    specs = node_specs(external=True)
     for name in names or WORKFLOWS:
         ui, api = build(WORKFLOWS[name], specs)
         if name in INFO:
             ui["extra"]["info"] = INFO[name]
-        (ROOT / "workflows" / f"{name}.json").write_text(json.dumps(ui, indent=1) + "\n")
-        (ROOT / "workflows" / "api" / f"{name}.json").write_text(json.dumps(api, indent=1) + "\n")
-        print(f"workflows/{name}.json")
+        folder = ROOT / "workflows" / ("external" if name in EXTERNAL else "")
+        (folder / "api").mkdir(parents=True, exist_ok=True)
+        (folder / f"{name}.json").write_text(json.dumps(ui, indent=1) + "\n")
+        (folder / "api" / f"{name}.json").write_text(json.dumps(api, indent=1) + "\n")
+        print(f"{folder.relative_to(ROOT)}/{name}.json")
 
 
 if __name__ == "__main__":

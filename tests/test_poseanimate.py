@@ -283,3 +283,127 @@ def test_bad_inputs_give_clear_errors(model, scene, tmp_path):
         emb = optimise_embeddings(model, traj, poses[:2], opts=PACM(inner_iters=0, stage2_iters=0))
         poseanimate_sample(model.with_patches(PoseAnimateAttention(source_mask=torch.ones(1, SIZE, SIZE),
                                                                    subject_word="zebra")), emb)
+
+
+def test_single_files_convert_offline_and_match_the_folders(tmp_path, monkeypatch):
+    """SD1.5-layout checkpoint + ControlNet-release file -> the same bundle, with no network (sockets refused)."""
+    import socket
+
+    from comfyui_flipbook.pipelines.poseanimate.models import save_single_files
+
+    def no_network(*a, **k):
+        raise AssertionError("network touched")
+    monkeypatch.setattr(socket, "socket", no_network)
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    src = tiny_sdcn(1, vae_downscale=8)
+    save_sd_folder(src, str(tmp_path / "sd"))
+    save_controlnet_folder(src, str(tmp_path / "cn"))
+    ckpt, cn = save_single_files(src, str(tmp_path / "sd.safetensors"), str(tmp_path / "cn.safetensors"))
+    folder = load_sdcn(str(tmp_path / "sd"), str(tmp_path / "cn"))
+    with pytest.raises(FlipbookInputError, match="tokenizer"):
+        load_sdcn(ckpt, cn)                    # outside ComfyUI a single file brings no tokenizer
+    from comfyui_flipbook.pipelines.poseanimate import models as M
+    monkeypatch.setattr(M, "comfy_sd1_tokenizer_dir", lambda: str(tmp_path / "sd" / "tokenizer"))   # "inside ComfyUI"
+    single = load_sdcn(ckpt, cn)
+    for name in ("unet", "vae", "text_encoder", "controlnet"):
+        ref, got = getattr(folder, name).state_dict(), getattr(single, name).state_dict()
+        assert set(ref) == set(got) and all(torch.equal(got[k], ref[k]) for k in ref), name
+    assert single.scheduler_config["beta_schedule"] == "scaled_linear"     # the shipped SD1.5 DDIM config
+
+
+def test_shipped_sd15_configs_build_the_released_sizes():
+    """The configs the single-file loader converts with are SD1.5's and the OpenPose ControlNet's (spec §2.1:
+    859.5 M and 361.3 M parameters), built on the meta device (no memory)."""
+    from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from comfyui_flipbook.pipelines.poseanimate.models import shipped_config
+
+    with torch.device("meta"):
+        unet = UNet2DConditionModel.from_config(shipped_config("sd15_unet"))
+        cn = ControlNetModel.from_config(shipped_config("sd15_controlnet"))
+        vae = AutoencoderKL.from_config(shipped_config("sd15_vae"))
+        text = CLIPTextModel(CLIPTextConfig(**shipped_config("sd15_text_encoder")))
+
+    def count(m):
+        return sum(p.numel() for p in m.parameters())
+    assert round(count(unet) / 1e6, 1) == 859.5 and round(count(cn) / 1e6, 1) == 361.3
+    assert round(count(vae) / 1e6, 1) == 83.7 and round(count(text) / 1e6, 1) == 123.1
+    assert shipped_config("sd15_scheduler")["steps_offset"] == 1
+
+
+def test_nodes_pata_and_errors(inference):
+    from comfyui_flipbook.nodes.poseanimate import FlipbookPoseAlignTransition, FlipbookPoseAnimateAttention
+    from comfyui_flipbook.pipelines.pose import poses_to_openpose
+
+    src = poses_to_openpose(_pose((50, 30), (50, 70)))
+    drv = poses_to_openpose(_pose((20, 10), (20, 30), canvas=(64, 64), shift=(2.0, 0.0), frames=4))
+    kp, images = FlipbookPoseAlignTransition().align(src, json.dumps(drv), 6, 1, "sequence", 32, 32, True, 0.3)
+    assert len(kp) == 6 and images.shape == (6, 32, 32, 3) and images.max() > 0.5
+    assert kp[0]["people"][0]["pose_keypoints_2d"][3:6] == src[0]["people"][0]["pose_keypoints_2d"][3:6]
+    with pytest.raises(FlipbookInputError, match="source"):
+        FlipbookPoseAlignTransition().align("not json", drv, 6, 1, "sequence", 32, 32, True, 0.3)
+    with pytest.raises(FlipbookInputError, match="lambda1"):
+        FlipbookPoseAnimateAttention().patch(tiny_sdcn(0), float("nan"), 0.15, 0.15, "multiply", "", 0.3, "up")
+
+
+def test_subject_masks_from_cross_attention_maps():
+    """P2P LocalBlend recipe (spec §2.4): mean over heads and layers, 3x3 max-pool, per-frame max, threshold."""
+    from comfyui_flipbook.pipelines.poseanimate.attention import masks_from_maps
+
+    grid = torch.zeros(2, 4, 4)
+    grid[0, 1, 1] = 1.0                      # frame 0: the word attends to one cell
+    grid[1, 2:, 2:] = 0.2                    # frame 1: weakly, to a corner (normalised per frame)
+    maps = {16: [(grid.reshape(2, 1, 16).expand(2, 3, 16), None)] * 2}
+    m = masks_from_maps(maps, (8, 8), 0.3)
+    assert m.shape == (2, 8, 8) and set(m.unique().tolist()) <= {0.0, 1.0}
+    assert m[0, 2, 2] == 1 and m[0, 7, 7] == 0 and m[0].sum() < 40        # around the cell, dilated by the pool
+    assert m[1, 7, 7] == 1 and m[1, 0, 0] == 0
+    assert masks_from_maps({}, (8, 8)) is None
+
+
+def test_adam_per_item_early_stop_is_each_item_alone():
+    """adam_minimise(per_item=True): an item whose loss fell below the threshold is frozen, the others go
+    on, so a batch gives what each item gives alone (PACM's frame chunks)."""
+    from comfyui_flipbook.pipelines.optimise import adam_minimise
+
+    target = torch.tensor([[0.05], [3.0]])
+
+    def loss(x):
+        return ((x - target) ** 2).sum(1)
+
+    both, _ = adam_minimise(torch.zeros(2, 1), loss, iters=50, lr=0.1, stop_below=lambda k: 1e-2, per_item=True)
+    for i in range(2):
+        alone, _ = adam_minimise(torch.zeros(1, 1), lambda x, i=i: ((x - target[i:i + 1]) ** 2).sum(1), iters=50,
+                                 lr=0.1, stop_below=lambda k: 1e-2)
+        assert torch.allclose(both[i], alone[0], atol=1e-6)
+    assert not torch.allclose(both[0], target[0], atol=1e-3)          # item 0 stopped early, item 1 went on
+
+
+def test_bf16_bundle_runs_the_chain(scene):
+    image, poses, _ = scene
+    model = tiny_sdcn(0, dtype=torch.bfloat16)
+    with torch.inference_mode():
+        traj = invert_source(model, image, poses, "a man", steps=2)
+        emb = optimise_embeddings(model, traj, poses[:2], opts=PACM(inner_iters=1, stage2_iters=1))
+        lat = poseanimate_sample(model.with_patches(PoseAnimateAttention()), emb)
+    assert emb.frames.dtype == torch.float32 and lat.dtype == torch.bfloat16 and torch.isfinite(lat.float()).all()
+
+
+def test_adam_compact_evaluates_only_running_items():
+    from comfyui_flipbook.pipelines.optimise import adam_minimise
+
+    target = torch.tensor([[0.05], [3.0]])
+    rows_seen = []
+
+    def loss(x, rows):
+        rows_seen.append(2 if rows is None else len(rows))
+        t = target if rows is None else target[rows]
+        return ((x - t) ** 2).sum(1)
+
+    full, _ = adam_minimise(torch.zeros(2, 1), lambda x: ((x - target) ** 2).sum(1), iters=30, lr=0.1,
+                            stop_below=lambda k: 1e-2, per_item=True)
+    compact, losses = adam_minimise(torch.zeros(2, 1), loss, iters=30, lr=0.1, stop_below=lambda k: 1e-2,
+                                    per_item=True, compact=True)
+    assert torch.allclose(full, compact, atol=1e-6)
+    assert rows_seen[0] == 2 and rows_seen[-1] == 1 and all(l.shape == (2,) for l in losses)

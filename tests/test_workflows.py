@@ -66,3 +66,21 @@ def test_checker_catches_mistakes(specs):
     errs = check_ui(ui, specs, ASSETS)
     assert any("declared LATENT" in e for e in errs)
     assert any("widget values" in e for e in errs)
+
+
+EXTERNAL = sorted((ROOT / "workflows" / "external").glob("*.json"))
+
+
+@pytest.mark.parametrize("path", EXTERNAL, ids=lambda p: p.name)
+def test_external_pack_workflow(path):
+    """workflows/external/ files use other packs' nodes (tests/workflow_format.py EXTERNAL_NODES): they
+    fit those signatures and ours, their API twin is the frontend's, and their info names the pack."""
+    specs = node_specs(external=True)
+    ui = json.loads(path.read_text())
+    api = json.loads((path.parent / "api" / path.name).read_text())
+    assert check_ui(ui, specs, ASSETS) == [] and check_api(api, specs, ASSETS) == []
+    for node in api.values():
+        node.pop("_meta", None)
+    assert ui_to_api(ui, specs) == api
+    assert "NEEDS" in ui["extra"]["info"]
+

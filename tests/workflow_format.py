@@ -41,11 +41,30 @@ CORE_NODES = {
                     "crop": (["disabled", "center"], {})}, {}, ("IMAGE",)),
 }
 
+# Nodes of other packs that workflows/external/ uses (those files say which pack they need); their
+# signatures as the pack declares them. Shipped top-level workflows never use these.
+EXTERNAL_NODES = {
+    # comfyui_controlnet_aux, node_wrappers/dwpose.py (DWPose_Preprocessor): image + optional widgets
+    "DWPreprocessor": ({"image": ("IMAGE", {})},
+                       {"detect_hand": (["enable", "disable"], {"default": "enable"}),
+                        "detect_body": (["enable", "disable"], {"default": "enable"}),
+                        "detect_face": (["enable", "disable"], {"default": "enable"}),
+                        "resolution": ("INT", {"default": 512, "min": 64, "max": 16384, "step": 64}),
+                        "bbox_detector": (["None", "yolox_l.torchscript.pt", "yolox_l.onnx", "yolo_nas_l_fp16.onnx",
+                                           "yolo_nas_m_fp16.onnx", "yolo_nas_s_fp16.onnx"], {"default": "yolox_l.onnx"}),
+                        "pose_estimator": (["dw-ll_ucoco_384_bs5.torchscript.pt", "dw-ll_ucoco_384.onnx",
+                                            "dw-ll_ucoco.onnx"], {"default": "dw-ll_ucoco_384_bs5.torchscript.pt"}),
+                        "scale_stick_for_xinsr_cn": (["disable", "enable"], {"default": "disable"})},
+                       ("IMAGE", "POSE_KEYPOINT")),
+}
 
-def node_specs() -> dict:
+
+def node_specs(external: bool = False) -> dict:
+    """Signatures of ComfyUI's core nodes (the table above), the pack's nodes and, with ``external``,
+    the other packs' nodes of EXTERNAL_NODES."""
     from comfyui_flipbook import NODE_CLASS_MAPPINGS
 
-    specs = dict(CORE_NODES)
+    specs = dict(CORE_NODES, **(EXTERNAL_NODES if external else {}))
     for name, cls in NODE_CLASS_MAPPINGS.items():
         it = cls.INPUT_TYPES()
         specs[name] = ({k: _norm(v) for k, v in it.get("required", {}).items()},

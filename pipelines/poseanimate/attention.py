@@ -122,7 +122,8 @@ class CrossAttnRecorder:
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kw):
         out = self.inner(attn, hidden_states, encoder_hidden_states, attention_mask, temb, **kw)
         tokens = self.store.params.get("subject_tokens") if self.store.mode == "use" else None
-        if tokens:
+        target = int(self.store.params.get("mask_tokens", 0) or 0)
+        if tokens and hidden_states.shape[1] <= max(4 * target, 64):     # the coarse grids only (memory)
             frames = int(self.store.params["frames"])
             hs = hidden_states[-frames:]                                 # the cond branch: the last F rows
             ehs = encoder_hidden_states[-frames:]

@@ -120,6 +120,40 @@ def read_state_dict(path: str, source: str) -> dict:
     return sd
 
 
+META_KEY = "flipbook_configs"      # our own single files carry their diffusers configs (tiny stand-ins)
+
+
+def file_configs(path: str) -> dict | None:
+    """The diffusers configs a .safetensors file of ours carries in its metadata, else None (a real SD1.5
+    or ControlNet file: the shipped configs apply)."""
+    if not path.lower().endswith(".safetensors"):
+        return None
+    from safetensors import safe_open
+    with safe_open(path, "pt") as f:
+        meta = f.metadata() or {}
+    return json.loads(meta[META_KEY]) if META_KEY in meta else None
+
+
+def save_single_files(model: SDControlNet, checkpoint: str, controlnet: str) -> list[str]:
+    """The bundle as an SD1.5-layout checkpoint + a ControlNet-release-layout file (.safetensors, with
+    their configs in the metadata)."""
+    from safetensors.torch import save_file
+
+    from .ldm import controlnet_single_file, sd_single_file
+
+    cfg = {k: dict(getattr(model, k).config) for k in ("unet", "vae", "controlnet")}
+    cfg["text_encoder"] = {k: v for k, v in model.text_encoder.config.to_dict().items()
+                           if k in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+                                    "num_attention_heads", "max_position_embeddings", "bos_token_id", "eos_token_id",
+                                    "pad_token_id", "hidden_act", "projection_dim", "layer_norm_eps")}
+    cfg = json.loads(json.dumps(cfg, default=list))
+    for path, sd, keys in ((checkpoint, sd_single_file(model), ("unet", "vae", "text_encoder")),
+                           (controlnet, controlnet_single_file(model), ("controlnet",))):
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        save_file(sd, path, metadata={META_KEY: json.dumps({k: cfg[k] for k in keys})})
+    return [checkpoint, controlnet]
+
+
 def _load_converted(cls, config: dict, state: dict, source: str, dtype):
     model = cls.from_config(config)
     missing, unexpected = model.load_state_dict(state, strict=False)
@@ -138,7 +172,7 @@ def load_sd_single_file(path: str, *, dtype=torch.float32, configs: dict | None 
                                                      convert_ldm_vae_checkpoint)
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    configs = configs or {k: shipped_config(f"sd15_{k}") for k in ("unet", "vae", "text_encoder")}
+    configs = configs or file_configs(path) or {k: shipped_config(f"sd15_{k}") for k in ("unet", "vae", "text_encoder")}
     sd = read_state_dict(path, source)
     if not any(k.startswith("model.diffusion_model.") for k in sd):
         fail(source, "an SD1.5 checkpoint (model.diffusion_model.* keys)", f"{os.path.basename(path)} without them")
@@ -162,7 +196,7 @@ def load_controlnet(path: str, *, dtype=torch.float32, config: dict | None = Non
         if not os.path.isfile(os.path.join(path, "config.json")):
             fail(source, "a diffusers ControlNet folder with config.json", repr(os.path.basename(path)))
         return ControlNetModel.from_pretrained(path, torch_dtype=dtype, local_files_only=True, variant=_variant(path))
-    config = config or shipped_config("sd15_controlnet")
+    config = config or (file_configs(path) or {}).get("controlnet") or shipped_config("sd15_controlnet")
     sd = read_state_dict(path, source)
     return _load_converted(ControlNetModel, config, convert_controlnet_checkpoint(sd, config), source, dtype)
 

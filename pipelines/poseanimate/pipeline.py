@@ -54,6 +54,11 @@ class PoseEmbeddings:
     prompt: str = ""
     losses: torch.Tensor | None = field(default=None, repr=False)
 
+    def to(self, device) -> "PoseEmbeddings":
+        """A copy with every tensor on ``device`` (nodes hand it on from ComfyUI's intermediate device)."""
+        moved = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in vars(self).items()}
+        return PoseEmbeddings(**moved)
+
 
 def pose_condition(model, poses: torch.Tensor, latent_hw, name: str = "poses") -> torch.Tensor:
     """IMAGE [F,H,W,3] -> the ControlNet's condition (F, 3, h*s, w*s) in 0..1, s = ``model.pose_scale``
@@ -120,7 +125,7 @@ class _Fit:
 
     def predict(self, z, t, e, cond):
         self.forwards += z.shape[0]
-        return controlnet_predict(self.model.unet, self.model.controlnet, z, t, e, cond)
+        return controlnet_predict(self.model.unet, self.model.controlnet, z, t, e.to(z.dtype), cond)
 
     def combine(self, eps_opt, eps_other):
         w = self.opts.guidance
@@ -139,15 +144,21 @@ class _Fit:
             with torch.no_grad():
                 eps_other = self.predict(z, t, other, cond)            # the branch PACM does not optimise: once
 
-            def loss_fn(x, z=z, t=t, eps_other=eps_other, target=target):
-                self.backwards += n
-                z_prev = self.sched.step(self.combine(self.predict(z, t, x, cond), eps_other), t, z)
-                return ((z_prev.float() - target.float()) ** 2).mean(dim=(1, 2, 3))
+            def loss_fn(x, rows, z=z, t=t, eps_other=eps_other, target=target):
+                zz, cc, oo, tt, ee = z, cond, other, target, eps_other     # rows: the frames still running
+                if rows is not None:
+                    zz, cc, oo, tt, ee = z[rows], cond[rows], other[rows], target[rows], eps_other[rows]
+                self.backwards += zz.shape[0]
+                if not self.opts.cache_other:                       # as written: both branches every iteration
+                    with torch.no_grad():
+                        ee = self.predict(zz, t, oo, cc)
+                z_prev = self.sched.step(self.combine(self.predict(zz, t, x, cc), ee), t, zz)
+                return ((z_prev.float() - tt.float()) ** 2).mean(dim=(1, 2, 3))
 
             stop = self.opts.stop_at(i)
             x, losses = adam_minimise(e if carry else init[i], loss_fn, iters=iters, lr=self.opts.lr_at(i),
                                       stop_below=None if stop is None else (lambda k, s=stop: s), per_item=True,
-                                      check=self.check)
+                                      compact=True, check=self.check)
             with torch.no_grad():
                 z = self.sched.step(self.combine(self.predict(z, t, x, cond), eps_other), t, z)
             out.append(x)
@@ -179,7 +190,8 @@ def optimise_embeddings(model, trajectory: dict, poses: torch.Tensor, *, opts: P
         c = (encode_text(model, prompt) if not isinstance(c, torch.Tensor) else c).detach().clone().to(model.device, model.dtype)
         unc = null_embeds(model).detach().clone()
         other = unc if opts.slot == "cond" else c
-        init = c if opts.slot == "cond" else unc      # the optimised branch starts from its own embedding
+        # the optimised branch starts from its own embedding; Adam runs on a float32 copy (fp16 weights too)
+        init = (c if opts.slot == "cond" else unc).float()
         sched = make_scheduler(trajectory.get("scheduler_config", model.scheduler_config), steps, device=model.device)
         fit = _Fit(model, traj, sched, other, opts, check)
         total, done = steps * frames, [0]
@@ -252,6 +264,7 @@ def poseanimate_sample(model, embeds: PoseEmbeddings, *, guidance: float | None 
         store.data["masks"] = m_s.expand(frames, -1, -1).clone()         # first step: M_s for every frame
         tokens = subject_token_indices(model.tokenizer, embeds.prompt, patch.subject_word)
     state = {"i": 0}
+    mask_tokens = max(1, z_t.shape[-2] // 4) * max(1, z_t.shape[-1] // 4)    # P2P's 16x16 at 512 px
 
     def before(i, t, lat):
         state["i"] = i
@@ -260,7 +273,7 @@ def poseanimate_sample(model, embeds: PoseEmbeddings, *, guidance: float | None 
     def denoise(lat, t):
         ei = e[:, state["i"]]
         e2 = torch.cat([other, ei]) if embeds.slot == "cond" else torch.cat([ei, other])
-        with store.phase("use", frames=frames, subject_tokens=tokens):
+        with store.phase("use", frames=frames, subject_tokens=tokens, mask_tokens=mask_tokens):
             u, c = controlnet_predict(model.unet, model.controlnet, torch.cat([lat, lat]), t, e2, cond2).chunk(2)
         return guide(u, c, w)
 

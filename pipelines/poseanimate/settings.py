@@ -17,6 +17,8 @@ ALIGN_MODES = ("sequence", "per_frame")
 # models/diffusers and models/controlnet folders (both diffusers layout).
 SD_MODEL = "stable-diffusion-v1-5"
 CONTROLNET_MODEL = "control_v11p_sd15_openpose"
+SD_FILE = "v1-5-pruned-emaonly.safetensors"                 # the same as single files (models/checkpoints)
+CONTROLNET_FILE = "control_v11p_sd15_openpose.safetensors"  # (models/controlnet)
 
 
 @dataclass(frozen=True)
@@ -28,7 +30,10 @@ class PACM:
     *(inf)* learning rate ``lr * (1 - i / 100)`` at step index i and early stop once the loss is below
     ``early_stop + i * 2e-5`` (null-text inversion's schedule, spec §2.2); ``early_stop`` 0 = never.
     ``frame_chunk``: target poses optimised per batch (memory; the result does not change).
-    ``stage2_iters``: inner iterations for the per-frame stage (Alg. 1 writes one step; 5 *(inf)*)."""
+    ``stage2_iters``: inner iterations for the per-frame stage (Alg. 1 writes one step; 5 *(inf)*).
+    ``cache_other``: evaluate the non-optimised CFG branch once per step (it does not depend on the
+    embedding: same result, fewer passes); False recomputes it at every inner iteration, as the algorithm
+    is written (benchmarks/poseanimate.py counts both)."""
     guidance: float = 7.5
     inner_iters: int = 5
     stage2_iters: int = 5
@@ -37,6 +42,7 @@ class PACM:
     early_stop: float = 1e-5
     slot: str = "cond"
     frame_chunk: int = 4
+    cache_other: bool = True
 
     def __post_init__(self):
         if self.slot not in SLOTS:
