@@ -229,6 +229,6 @@ def prepare_models(models_dir: str) -> None:
     of this process (FLIPBOOK_MODELS_DIR)."""
     from comfyui_flipbook.cli import make_test_models
 
-    if not os.path.isdir(os.path.join(models_dir, "diffusers")):
+    if not os.path.isdir(os.path.join(models_dir, "diffusers")) or not os.path.isdir(os.path.join(models_dir, "xclip")):
         make_test_models(models_dir)
     os.environ["FLIPBOOK_MODELS_DIR"] = models_dir
