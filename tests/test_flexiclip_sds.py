@@ -305,3 +305,16 @@ def test_nodes_run_inside_inference_mode(inference, rig, tmp_path, monkeypatch):
     assert -1 <= score <= 1
     with pytest.raises(FlipbookInputError, match="name"):
         _node("FlipbookFlexiClipCorrectorSave", corrector=corr2, name="../escape")
+
+
+def test_each_pose_is_encoded_once_with_the_same_latents(rig, backbone):
+    """AniClipart's 24 frames are 6 poses: encoding each pose once gives the latents of encoding every frame."""
+    traj = preset_trajectory(rig[1], "sway", n_frames=8, amplitude=0.05)
+    st = replace(TINY, frames=8, loop_num=2, use_mlp=False)
+    losses = []
+    for dedupe in (True, False):
+        obj = SDSObjective(rig[2], traj, backbone, "x", replace(st, dedupe_encode=dedupe))
+        assert len(obj.times) == 2 and len(obj.order) == 8
+        with torch.no_grad():
+            losses.append(float(obj(obj.initial_params())))
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)

@@ -78,6 +78,7 @@ class SDSSettings:
     flow_mode: str = "dds"
     constraint_lambda: float = FLEXICLIP_LAMBDA
     vae_chunk: int = 8
+    dedupe_encode: bool = True        # ours: encode each distinct pose once (same latents)
     fp16: bool = False                # autocast the UNet and VAE on a GPU (AniClipart runs fp16)
     seed: int = 1000                  # §4 node 11
     preview_every: int = 10
@@ -173,26 +174,33 @@ def posterior_noise(backbone, frames: int, size: int, generator: torch.Generator
     return torch.randn(frames, c, size // s, size // s, generator=generator)
 
 
-def encode_with_grad(backbone, frames: torch.Tensor, noise: torch.Tensor, chunk: int = 8) -> torch.Tensor:
-    """[N,H,W,3] in 0..1 -> latents (1, C, N, h, w) = posterior sample (mean + std · ``noise``) ·
-    scaling factor (§1.7), differentiable wrt the frames. Chunks of frames are checkpointed: the
-    backward pass re-runs one chunk's encoder at a time (the noise is given, so the re-run is exact)."""
+def encode_with_grad(backbone, frames: torch.Tensor, noise: torch.Tensor, chunk: int = 8,
+                     order: torch.Tensor | None = None) -> torch.Tensor:
+    """[S,H,W,3] in 0..1 -> latents (1, C, N, h, w) = posterior sample (mean + std · ``noise`` [N,C,h,w]) ·
+    scaling factor (§1.7), differentiable wrt the frames. ``order`` [N] plays the S pictures as N frames
+    (AniClipart's 24 frames are 6 poses: each is encoded once, every frame keeps its own noise; None:
+    S = N). Chunks are checkpointed: the backward pass re-runs one chunk's encoder at a time."""
     from torch.utils.checkpoint import checkpoint
 
     vae = backbone.vae
     dev = next(vae.parameters()).device
     x = (frames.permute(0, 3, 1, 2) * 2 - 1).to(dev, backbone.dtype)
-    noise = noise.to(dev, backbone.dtype)
 
-    def enc(xc, nc):
+    def enc(xc):
         dist = vae.encode(xc).latent_dist
-        return dist.mean + dist.std * nc
+        return dist.mean, dist.std
 
-    parts = []
+    means, stds = [], []
     for i in range(0, x.shape[0], max(1, int(chunk))):
-        xc, nc = x[i:i + chunk], noise[i:i + chunk]
-        parts.append(checkpoint(enc, xc, nc, use_reentrant=False) if xc.requires_grad else enc(xc, nc))
-    return (torch.cat(parts) * vae.config.scaling_factor).permute(1, 0, 2, 3)[None]
+        xc = x[i:i + chunk]
+        m, s = checkpoint(enc, xc, use_reentrant=False) if xc.requires_grad else enc(xc)
+        means.append(m)
+        stds.append(s)
+    mean, std = torch.cat(means), torch.cat(stds)
+    if order is not None:
+        mean, std = mean[order.to(dev)], std[order.to(dev)]
+    z = mean + std * noise.to(dev, backbone.dtype)
+    return (z * vae.config.scaling_factor).permute(1, 0, 2, 3)[None]
 
 
 def bone_lengths(points: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
@@ -295,11 +303,20 @@ class SDSObjective:
         v, v_pose, jr = corrected_vertices(self.deformer, poses, corr, self.times)
         return poses, v, v_pose, jr
 
-    def render(self, vertices: torch.Tensor) -> torch.Tensor:
-        """Frames in play order [N, R, R, 3] from the poses' vertices."""
+    def render(self, vertices: torch.Tensor, play: bool = True) -> torch.Tensor:
+        """Frames in play order [N, R, R, 3] from the poses' vertices (``play=False``: one per pose)."""
         r = self.s.render_size
         img, _ = render_mesh(self.mesh, vertices.float(), out_size=(r, r), return_alpha=False)
-        return img[self.order]
+        return img[self.order] if play else img
+
+    def encode(self, pictures: torch.Tensor) -> torch.Tensor:
+        """One picture per pose (augmented) -> the clip's latents, each pose encoded once (ours) or, with
+        ``dedupe_encode`` off, every frame as the official code does (same result, 4x the VAE work)."""
+        st = self.s
+        with self._autocast():
+            if st.dedupe_encode:
+                return encode_with_grad(self.backbone, pictures, self.posterior, st.vae_chunk, self.order).float()
+            return encode_with_grad(self.backbone, pictures[self.order], self.posterior, st.vae_chunk).float()
 
     # -- the loss --------------------------------------------------------------------------------
     def _autocast(self):
@@ -314,9 +331,10 @@ class SDSObjective:
     def __call__(self, params: list[torch.Tensor]) -> torch.Tensor:
         st, g = self.s, self.generator
         poses, v, v_pose, jr = self.animate(params)
-        frames = self.render(v)
+        pictures = self.render(v, play=False)
+        frames = pictures[self.order]
         grid = augmentation_grid(st.render_size, g, distortion=st.perspective, scale=st.crop_scale) if st.augment else None
-        x = augment_frames(frames, grid) if grid is not None else frames
+        x = augment_frames(pictures, grid) if grid is not None else pictures   # one shared warp: per pose = per frame
         parts = {}
         loss = skeleton_loss(poses, self.rest_points, self.edges, 1.0 / self.px) * st.w_skel
         parts["skeleton"] = float(loss.detach())
@@ -327,9 +345,8 @@ class SDSObjective:
         t = torch.randint(st.t_min, st.t_max, (), generator=g)
         if self.backbone is not None:
             poll(self.check)
-            self.posterior = posterior_noise(self.backbone, x.shape[0], st.render_size, g)
-            with self._autocast():
-                z = encode_with_grad(self.backbone, x, self.posterior, st.vae_chunk).float()
+            self.posterior = posterior_noise(self.backbone, st.frames, st.render_size, g)
+            z = self.encode(x)
             noise = torch.randn(z.shape, generator=g).to(z.device)
             self.noise = noise                          # tests' mock denoisers read it
             sched = self.scheduler
@@ -360,10 +377,8 @@ class SDSObjective:
         """Term 1 (§2.3): the corrected render's score against the pose-only render's, same t and ε."""
         st = self.s
         with torch.no_grad():
-            xp = self.render(v_pose.detach())
-            xp = augment_frames(xp, grid) if grid is not None else xp
-            with self._autocast():
-                zp = encode_with_grad(self.backbone, xp, self.posterior, st.vae_chunk).float()
+            xp = self.render(v_pose.detach(), play=False)
+            zp = self.encode(augment_frames(xp, grid) if grid is not None else xp)
         sched, tt = self.scheduler, t.to(z.device)
         if st.flow_mode == "dds":
             grad_p = torch.nan_to_num(sds_gradient(lambda a, b: self._guided(a, b), zp, tt, noise, sched))
