@@ -19,8 +19,9 @@ One iteration (:class:`SDSObjective`):
 6. ``+ w_skel · L_skel`` (bone lengths of every pose against the rest pose, in px of a 256² canvas,
    §1.2), and with a corrector ``+ λ_flow (term1 + term2)`` (§2.3): term2 = the area-weighted mean
    ‖Jᴿ‖², term1 the score difference between the corrected and the pose-only render, noised with the
-   same t and ε: "dds" (default) ``0.5 Σ (z - (z - w(ε̂(z_t) - ε̂(zᴾ_t)))).detach())²``, which reuses the
-   SDS forward so it costs one more guided UNet call and no UNet backward; "exact"
+   same t and ε: "dds" (default) ``0.5 Σ (z - (z - w(ε̂(z_t) - ε̂(zᴾ_t)))).detach())²``, which shares
+   the SDS forward (zᴾ rides in the same batched UNet call: one call, 4 forwards with CFG, no UNet
+   backward; the pose-only render is encoded without a graph); "exact"
    ``‖ε̂(z_t) - ε̂(zᴾ_t).detach()‖² / σ_t²`` with the UNet in the graph (GPU memory). Both terms
    have gradients; the official code's flow term has none (§2.2.5).
 
@@ -349,15 +350,24 @@ class SDSObjective:
             z = self.encode(x)
             noise = torch.randn(z.shape, generator=g).to(z.device)
             self.noise = noise                          # tests' mock denoisers read it
-            sched = self.scheduler
-            den = lambda zt, tt: self._guided(zt, tt)  # noqa: E731
-            grad = sds_gradient(den, z, t.to(z.device), noise, sched)
-            grad = torch.nan_to_num(grad)               # AniClipart asserts/cleans NaN (A:losses.py:156-161)
+            sched, tt = self.scheduler, t.to(z.device)
+            flow = jr is not None and st.lambda_flow > 0
+            if flow and st.flow_mode == "dds":
+                # the pose-only render rides in the SDS call: one UNet call of both latents, same t and ε
+                zp = self._pose_latents(v_pose, grid)
+                both = sds_gradient(self._guided, torch.cat([z.detach(), zp]), tt, torch.cat([noise, noise]), sched)
+                grad, grad_p = torch.nan_to_num(both).chunk(2)
+            else:
+                grad = torch.nan_to_num(sds_gradient(self._guided, z, tt, noise, sched))
+            # (AniClipart asserts/cleans NaN, A:losses.py:156-161)
             sds = 0.5 * ((z - (z - grad).detach()) ** 2).sum()
             parts["sds"] = float(sds.detach())
             loss = loss + sds
-            if jr is not None and st.lambda_flow > 0:
-                term1 = self._flow_score(z, v_pose, grid, t, noise, grad)
+            if flow:
+                if st.flow_mode == "dds":             # w(t)(ε̂(z_t) - ε̂(zᴾ_t)): the noise cancels
+                    term1 = 0.5 * ((z - (z - (grad - grad_p)).detach()) ** 2).sum()
+                else:
+                    term1 = self._exact_flow_score(z, self._pose_latents(v_pose, grid), tt, noise)
                 term2 = self._jr_energy(jr)
                 parts["flow_score"], parts["flow_jr"] = float(term1.detach()), float(term2.detach())
                 loss = loss + st.lambda_flow * (term1 + term2)
@@ -373,18 +383,16 @@ class SDSObjective:
         area = self.mesh.areas().to(jr)
         return ((jr ** 2).sum((-1, -2)) * area).sum(-1).mean() / area.sum()
 
-    def _flow_score(self, z, v_pose, grid, t, noise, grad) -> torch.Tensor:
-        """Term 1 (§2.3): the corrected render's score against the pose-only render's, same t and ε."""
-        st = self.s
+    def _pose_latents(self, v_pose, grid) -> torch.Tensor:
+        """Latents of the pose-only render (same augmentation and posterior noise), without a graph."""
         with torch.no_grad():
             xp = self.render(v_pose.detach(), play=False)
-            zp = self.encode(augment_frames(xp, grid) if grid is not None else xp)
-        sched, tt = self.scheduler, t.to(z.device)
-        if st.flow_mode == "dds":
-            grad_p = torch.nan_to_num(sds_gradient(lambda a, b: self._guided(a, b), zp, tt, noise, sched))
-            g_flow = grad - grad_p                     # w(t)(ε̂(z_t) - ε̂(zᴾ_t)): the noise cancels
-            return 0.5 * ((z - (z - g_flow).detach()) ** 2).sum()
-        a = sched.alphas_cumprod[int(t)].to(z)
+            return self.encode(augment_frames(xp, grid) if grid is not None else xp)
+
+    def _exact_flow_score(self, z, zp, tt, noise) -> torch.Tensor:
+        """Term 1, exact (§2.3 (b)): ‖ε̂(z_t) - ε̂(zᴾ_t)‖² / σ_t², the UNet in the graph."""
+        sched = self.scheduler
+        a = sched.alphas_cumprod[int(tt)].to(z)
         with torch.no_grad():
             zp_t = sched.add_noise(zp, noise, tt)
             _, eps_p = sched.split(self._guided(zp_t, tt), tt, zp_t)
