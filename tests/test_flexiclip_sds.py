@@ -318,3 +318,12 @@ def test_each_pose_is_encoded_once_with_the_same_latents(rig, backbone):
         with torch.no_grad():
             losses.append(float(obj(obj.initial_params())))
     assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+
+
+def test_a_low_precision_model_gets_latents_in_its_dtype(rig, sway):
+    """A T2V loaded in bf16 (the loader's GPU default): the UNet and VAE see bf16, gradients still arrive."""
+    from comfyui_flipbook.pipelines.diffusion.backbone import tiny_t2v
+    bb = tiny_t2v(0, vae_downscale=8, dtype=torch.bfloat16)
+    obj = SDSObjective(rig[2], sway, bb, "x", replace(TINY, use_mlp=False), corrector=TemporalJacobianCorrector())
+    loss, grads = _grads(obj)
+    assert torch.isfinite(loss) and torch.isfinite(grads[0]).all() and grads[0].abs().sum() > 0

@@ -326,6 +326,8 @@ class SDSObjective:
 
     def _guided(self, z_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         poll(self.check)
+        if self.backbone is not None:                   # a bf16/fp16 model takes latents in its dtype
+            z_t = z_t.to(self.backbone.dtype)
         with self._autocast():
             return self.denoiser(z_t, t).float()
 
