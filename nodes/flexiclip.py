@@ -116,7 +116,8 @@ class FlipbookFlexiClipSDS:
         s = SDS
         return {"required": {
             "mesh": (MESH, {"tooltip": "Mesh of the picture (Flipbook Mesh Builder)."}),
-            "trajectory": (TRAJECTORY, {"tooltip": "Initial Bezier curves, e.g. a preset (Flipbook Bezier Trajectory)."}),
+            "trajectory": (TRAJECTORY, {"tooltip": "Initial Bezier curves, e.g. a preset (Flipbook Bezier Trajectory): "
+                                        "their control points; frames and loop_num below set the timing."}),
             "model": (T2V, {"tooltip": "Text-to-video model: ModelScope text-to-video-ms-1.7b (Flipbook T2V Loader)."}),
             "prompt": ("STRING", {"default": "a man is dancing", "multiline": True, "tooltip": "What the animation shows."}),
             "iterations": W.iterations(s.iterations, "Optimiser iterations. FlexiClip 1000, AniClipart 500.", max=10000),

@@ -327,3 +327,25 @@ def test_a_low_precision_model_gets_latents_in_its_dtype(rig, sway):
     obj = SDSObjective(rig[2], sway, bb, "x", replace(TINY, use_mlp=False), corrector=TemporalJacobianCorrector())
     loss, grads = _grads(obj)
     assert torch.isfinite(loss) and torch.isfinite(grads[0]).all() and grads[0].abs().sum() > 0
+
+
+@pytest.mark.parametrize("field,name", [("guidance", "guidance"), ("w_skel", "skeleton_weight"), ("lr", "lr"),
+                                        ("lambda_flow", "lambda_flow"), ("constraint_lambda", "constraint_lambda")])
+def test_bad_settings_name_the_input(rig, sway, field, name):
+    for bad in (float("nan"), float("inf"), -1.0):
+        with pytest.raises(FlipbookInputError, match=name):
+            SDSObjective(rig[2], sway, None, "", replace(TINY, **{field: bad}))
+    with pytest.raises(FlipbookInputError, match="flow_mode"):
+        SDSObjective(rig[2], sway, None, "", replace(TINY, flow_mode="fast"))
+
+
+def test_tracks_and_foreign_trajectories_are_refused(rig, sway):
+    from comfyui_flipbook.pipelines.bezier import Trajectory
+    from comfyui_flipbook.pipelines.skeleton import KeypointTrack
+    sk = rig[1]
+    tracks = Trajectory(sk, 4, tracks=KeypointTrack(sway.frames(), None, sk.canvas))
+    with pytest.raises(FlipbookInputError, match="trajectory"):
+        SDSObjective(rig[2], tracks, None, "", TINY)
+    other = preset_trajectory(sk.scaled_to((128, 128)), "sway", n_frames=4)
+    with pytest.raises(FlipbookInputError, match="trajectory"):
+        SDSObjective(rig[2], other, None, "", TINY)

@@ -414,8 +414,9 @@ def _check_settings(st: SDSSettings) -> None:
         fail("flow_mode", " / ".join(FLOW_MODES), repr(st.flow_mode))
     if st.loop_num and st.frames < 2 * st.loop_num:
         fail("frames", f"at least {2 * st.loop_num} for loop_num {st.loop_num}", str(st.frames))
-    for name in ("lr", "w_skel", "lambda_flow"):
-        check_range(name, float(getattr(st, name)), 0.0, 1e6)
+    for name, attr in (("lr", "lr"), ("skeleton_weight", "w_skel"), ("lambda_flow", "lambda_flow"),
+                       ("constraint_lambda", "constraint_lambda")):   # named as the node's widgets
+        check_range(name, float(getattr(st, attr)), 0.0, 1e9)
 
 
 @dataclass
