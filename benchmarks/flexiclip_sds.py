@@ -151,31 +151,40 @@ def measure(backbone, size: int, iters: int):
                 jacobian_loop_s=loop_s, jacobian_ours_s=ours_j)
 
 
-def real_size(iters: int) -> dict:
-    """ModelScope-size UNet3D + SD VAE, random fp16 weights, 24 frames x 256² on CUDA."""
+def real_size(iters: int, device: str = "cuda", unet_config: dict | None = None, vae_config: dict | None = None,
+              dtype: torch.dtype = torch.float16) -> dict:
+    """ModelScope-size UNet3D + SD VAE, random fp16 weights, 24 frames x 256² on CUDA (the configs can be
+    swapped for small ones to dry-run this path on a CPU)."""
     from diffusers import AutoencoderKL, UNet3DConditionModel
 
     from comfyui_flipbook.pipelines.diffusion.backbone import TINY_SCHEDULER, T2VBackbone, tiny_t2v
 
-    dev = torch.device("cuda")
-    unet = UNet3DConditionModel().to(dev, torch.float16).eval().requires_grad_(False)   # 1.4B, ModelScope's layout
-    vae = AutoencoderKL(block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
-                        up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=2, latent_channels=4,
-                        sample_size=256).to(dev, torch.float16).eval().requires_grad_(False)
+    dev = torch.device(device)
+    cuda = dev.type == "cuda"
+    # diffusers' default UNet3DConditionModel is ModelScope's layout (1.4B parameters, cross-attention 1024)
+    unet = UNet3DConditionModel(**(unet_config or {})).to(dev, dtype).eval().requires_grad_(False)
+    vae = AutoencoderKL(**(vae_config or dict(
+        block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=2, latent_channels=4,
+        sample_size=256))).to(dev, dtype).eval().requires_grad_(False)
     tiny = tiny_t2v(0)                                # its text encoder is unused: random 1024-d prompt embeddings
     bb = T2VBackbone(unet=unet, vae=vae, text_encoder=tiny.text_encoder, tokenizer=tiny.tokenizer,
-                     scheduler_config=dict(TINY_SCHEDULER), dtype=torch.float16, name="modelscope-size-random")
+                     scheduler_config=dict(TINY_SCHEDULER), dtype=dtype, name="modelscope-size-random")
     from comfyui_flipbook.pipelines.diffusion.sampler import t2v_denoiser
     from comfyui_flipbook.pipelines.flexiclip.sds import SDSObjective
 
     mesh, traj, st, corr = setup(256, bb)
-    cond, uncond = torch.randn(1, 77, 1024, device=dev, dtype=torch.float16), torch.zeros(1, 77, 1024, device=dev,
-                                                                                           dtype=torch.float16)
-    den = t2v_denoiser(unet, cond, uncond, st.guidance)
-    torch.cuda.reset_peak_memory_stats()
-    obj = SDSObjective(mesh, traj, bb, "", replace(st, fp16=True), corrector=corr, denoiser=den)
+    width = unet.config.cross_attention_dim
+    cond = torch.randn(1, 77, width, generator=torch.Generator().manual_seed(0)).to(dev, dtype)
+    den = t2v_denoiser(unet, cond, torch.zeros_like(cond), st.guidance)
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    obj = SDSObjective(mesh, traj, bb, "", replace(st, fp16=dtype == torch.float16), corrector=corr, denoiser=den)
     s, _ = run_iterations(obj, iters, official=False)
-    return dict(iter_s=s, peak_gb=torch.cuda.max_memory_allocated() / 2 ** 30, params_m=sum(
+    if cuda:
+        torch.cuda.synchronize()
+    peak = torch.cuda.max_memory_allocated() / 2 ** 30 if cuda else float("nan")
+    return dict(iter_s=s, peak_gb=peak, params_m=sum(
         p.numel() for p in unet.parameters()) / 1e6, projected_1000_min=s * 1000 / 60)
 
 
