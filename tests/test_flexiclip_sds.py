@@ -36,7 +36,7 @@ def test_weight_free_default_lands_keypoints_on_trajectory(rig, preset, seed):
 from dataclasses import replace  # noqa: E402
 from types import SimpleNamespace  # noqa: E402
 
-from comfyui_flipbook.pipelines.deform import MeshDeformer, face_jacobians  # noqa: E402
+from comfyui_flipbook.pipelines.deform import MeshDeformer  # noqa: E402
 from comfyui_flipbook.pipelines.diffusion.sampler import sds_gradient, t2v_denoiser  # noqa: E402
 from comfyui_flipbook.pipelines.diffusion.scheduler import make_scheduler  # noqa: E402
 from comfyui_flipbook.pipelines.errors import FlipbookInputError  # noqa: E402
