@@ -47,7 +47,10 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--seed", type=int, default=DEMO_MOTION.seed)
     m = sub.add_parser("make-test-models", help="write tiny random models for the shipped workflows")
     m.add_argument("models_dir")
+    _add_cpabmm_training(sub)
     args = ap.parse_args(argv)
+    if args.cmd in ("train-cpabmm", "evaluate-cpabmm"):
+        return _run_cpabmm_training(args)
     if args.cmd == "make-test-models":
         for path in make_test_models(args.models_dir):
             print(path)
@@ -56,6 +59,75 @@ def main(argv: list[str] | None = None) -> int:
     run_demo(args.out, image=args.image, frames=args.frames, preset=args.preset,
              amplitude=args.amplitude, fps=args.fps, seed=args.seed)
     print(args.out)
+    return 0
+
+
+# --- CPABMM training and evaluation (pipelines/cpabmm/train) --------------------------------------
+
+def _add_cpabmm_training(sub) -> None:
+    t = sub.add_parser("train-cpabmm", help="train CPABMM on a folder of videos (or 'synthetic'); "
+                                            "multi-GPU: torchrun --nproc_per_node=N -m comfyui_flipbook train-cpabmm ...")
+    t.add_argument("--config", default="vox-256",
+                   help="vox-256, taichi-256, ted-384, mgif-256, tiny-64, or a .json/.yaml training config")
+    t.add_argument("--data", required=True, help="dataset folder (FOMM/TPSMM layout) or 'synthetic'")
+    t.add_argument("--out", required=True, help="folder for the checkpoint, its training state and log.csv")
+    t.add_argument("--steps", type=int, default=0, help="stop after this many steps (0: the config's epochs)")
+    t.add_argument("--epochs", type=int, default=0, help="override the config's num_epochs")
+    t.add_argument("--batch-size", type=int, default=0, help="global batch over all processes (0: the config's)")
+    t.add_argument("--accumulate", type=int, default=1, help="micro-batches per step per process")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--workers", type=int, default=-1, help="DataLoader workers (-1: the config's)")
+    t.add_argument("--checkpoint-every", type=int, default=0, help="also save every N steps")
+    t.add_argument("--device", default="auto")
+    t.add_argument("--vgg19", default=None, help="torchvision VGG19 weights (.safetensors/.pth) for the perceptual "
+                                                "loss; without: the weight-free L1+SSIM pyramid")
+    t.add_argument("--dino", default=None, help="DINO ViT-B/8 weights: enables the structure loss")
+    t.add_argument("--sam", default=None, help="SAM ViT-B weights: enables our keypoint semantic loss")
+    t.add_argument("--tensorboard", action="store_true")
+    t.add_argument("--no-resume", action="store_true", help="start afresh even if --out holds a run")
+    t.add_argument("--name", default="", help="checkpoint name (cpabmm-<name>.safetensors)")
+    e = sub.add_parser("evaluate-cpabmm", help="reconstruction L1 of a CPABMM checkpoint (spec cpab.md §2.6)")
+    e.add_argument("--checkpoint", required=True)
+    e.add_argument("--data", required=True, help="dataset folder (its test split) or 'synthetic' (held-out clips)")
+    e.add_argument("--preset", default="auto")
+    e.add_argument("--max-videos", type=int, default=0)
+    e.add_argument("--max-frames", type=int, default=0)
+
+
+def _load_config_arg(value: str):
+    import json
+    import os
+
+    if not os.path.isfile(value):
+        return value
+    with open(value, encoding="utf-8") as fh:
+        if value.lower().endswith((".yaml", ".yml")):
+            import yaml
+
+            return yaml.safe_load(fh)
+        return json.load(fh)
+
+
+def _run_cpabmm_training(args) -> int:
+    from .pipelines.cpabmm import load_model
+    from .pipelines.cpabmm.train import engine, evaluate, train_config
+
+    if args.cmd == "train-cpabmm":
+        summary = engine.train(_load_config_arg(args.config), args.data, args.out, engine.TrainOptions(
+            steps=args.steps, epochs=args.epochs, batch_size=args.batch_size, accumulate=args.accumulate,
+            seed=args.seed, workers=args.workers, checkpoint_every=args.checkpoint_every, device=args.device,
+            vgg19=args.vgg19, dino=args.dino, sam=args.sam, tensorboard=args.tensorboard,
+            resume=not args.no_resume, name=args.name))
+        if summary["world_size"] == 1 or int(__import__("os").environ.get("RANK", "0")) == 0:
+            print(f"{summary['weights']} steps={summary['steps']} perceptual={summary['perceptual']}")
+        return 0
+    model = load_model(args.checkpoint, args.preset)
+    cfg = train_config("tiny-64" if args.data == "synthetic" else "vox-256")
+    cfg["model"] = model.config
+    res = evaluate.reconstruction_l1(model, engine.build_dataset(cfg, args.data, is_train=False),
+                                     max_videos=args.max_videos, max_frames=args.max_frames)
+    print(f"reconstruction L1 {res.l1:.5f} (identity {res.identity_l1:.5f}) over {res.videos} videos, "
+          f"{res.frames} frames")
     return 0
 
 

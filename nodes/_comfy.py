@@ -71,6 +71,19 @@ def check_interrupted() -> None:
         mm.throw_exception_if_processing_interrupted()
 
 
+def prompt_server():
+    """ComfyUI's running PromptServer (to add routes), or None outside ComfyUI."""
+    server = _try_import("server")
+    return getattr(getattr(server, "PromptServer", None), "instance", None)
+
+
+def executing_node_id():
+    """Inside ComfyUI: the id of the node that is running now (None outside, or in an older ComfyUI)."""
+    utils = _try_import("comfy_execution.utils")
+    ctx = getattr(utils, "get_executing_context", lambda: None)() if utils is not None else None
+    return None if ctx is None else ctx.node_id
+
+
 # --- devices -------------------------------------------------------------------------------
 
 def torch_device() -> torch.device:

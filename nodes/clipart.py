@@ -13,8 +13,9 @@ from ..pipelines.deform import METHODS
 from ..pipelines.mesh import BACKENDS, build_mesh
 from ..pipelines.metrics import animation_metrics
 from ..pipelines.preview import draw_preview
-from ._comfy import progress_callback
+from ._comfy import executing_node_id, progress_callback
 from .image import INVERT_TIP, silhouette
+from .preview_route import remember_image
 from . import widgets as W
 from .types import ANIMATION, MESH, SKELETON, TRAJECTORY
 
@@ -56,6 +57,7 @@ class FlipbookKeypointsFromJSON:
         }}
 
     def build(self, image, points_json, edges_json, normalized, root):
+        remember_image(executing_node_id(), image)   # the editor's picture when it is no Load Image file
         return (keypoints.skeleton_from_json(points_json, edges_json, _canvas(image),
                                              normalized=normalized, root=root),)
 

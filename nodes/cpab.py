@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from ..pipelines import cpab
+from ..pipelines import cpab, keypoints
 from ..pipelines.cpab import WARP
 from ..pipelines.cpab.fit import METHODS as OPTIMIZERS
 from ..pipelines.cpab.warp import INTERPOLATIONS, PADDINGS, RANDOM_MODES
@@ -77,6 +77,18 @@ def _outputs(result: cpab.WarpResult, size):
     return frames, mask, result.flow
 
 
+TARGETS_JSON = ("STRING", {"default": "", "multiline": False,
+                            "tooltip": "Where the source keypoints go, [[x, y] or null, ...] in px (the warp-target editor "
+                                       "writes it); used when neither target_keypoints nor trajectory is connected."})
+
+
+def _typed_targets(source, target, trajectory, text):
+    """The target skeleton: the connected one, else targets_json's (when no trajectory is connected)."""
+    if target is not None or trajectory is not None or not (text or "").strip():
+        return target
+    return keypoints.targets_from_json(text, source)
+
+
 class FlipbookCPABKeypointWarp:
     DESCRIPTION = ("All-in-one CPAB warp (no model needed): fits a diffeomorphic, fold-free deformation that moves "
                    "the source keypoints to the targets and renders it. A single target gives a tween (T^t, t = 0..1) "
@@ -105,11 +117,14 @@ class FlipbookCPABKeypointWarp:
             **MASK_IN,
             "weights_json": ("STRING", {"default": "", "multiline": False,
                                         "tooltip": "Optional JSON list, one weight per keypoint; 0 = ignore that keypoint."}),
+       
+            "targets_json": TARGETS_JSON,
         }}
 
     def run(self, image, source_keypoints, frames, cells, zero_boundary, volume_preserving, optimizer, iterations,
             prior_strength, fit_steps, flow_resolution, steps, interpolation, padding, warm_start,
-            target_keypoints=None, trajectory=None, mask=None, weights_json=""):
+            target_keypoints=None, trajectory=None, mask=None, weights_json="", targets_json=""):
+        target_keypoints = _typed_targets(source_keypoints, target_keypoints, trajectory, targets_json)
         img = _first_frame(image)
         size = (img.shape[2], img.shape[3])
         src, tgt = cpab.keypoint_targets(source_keypoints, target_keypoints, trajectory, size)
@@ -148,10 +163,14 @@ class FlipbookCPABFit:
             "target_keypoints": (SKELETON, {"tooltip": "Where the keypoints should go."}),
             "trajectory": (TRAJECTORY, {"tooltip": "Keypoint positions per frame."}),
             "weights_json": ("STRING", {"default": "", "tooltip": "Optional JSON list of per-keypoint weights (0 = ignore)."}),
+       
+            "targets_json": TARGETS_JSON,
         }}
 
     def fit(self, source_keypoints, cells, zero_boundary, volume_preserving, optimizer, iterations, prior_strength,
-            fit_steps, warm_start, temporal_weight, target_keypoints=None, trajectory=None, weights_json=""):
+            fit_steps, warm_start, temporal_weight, target_keypoints=None, trajectory=None, weights_json="",
+            targets_json=""):
+        target_keypoints = _typed_targets(source_keypoints, target_keypoints, trajectory, targets_json)
         size = tuple(source_keypoints.canvas)
         src, tgt = cpab.keypoint_targets(source_keypoints, target_keypoints, trajectory, size)
         n_fit = 1 if tgt.dim() == 2 else tgt.shape[0]

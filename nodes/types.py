@@ -88,6 +88,14 @@ ANIMATEX = _declare("FLIPBOOK_ANIMATEX", ".pipelines.animatex.pipeline:AnimateXM
 ANIMATEX_MOTION = _declare("FLIPBOOK_ANIMATEX_MOTION", ".pipelines.animatex.pipeline:Motion",
                            "Animate-X's implicit pose indicator inputs", "Flipbook Animate-X Pose Indicator")
 
+# --- PoseAnimate (SD1.5 + ControlNet) -----------------------------------------------------------------
+SDCN = _declare("FLIPBOOK_SDCN", ".pipelines.poseanimate.models:SDControlNet",
+                "SD1.5 + an OpenPose ControlNet, with the attention patches it carries",
+                "Flipbook PoseAnimate Loader / Tiny SD + ControlNet / PoseAnimate Attention")
+POSE_EMBEDS = _declare("FLIPBOOK_POSE_EMBEDS", ".pipelines.poseanimate.pipeline:PoseEmbeddings",
+                       "PoseAnimate's per-frame, per-step embeddings with the source noise and poses",
+                       "Flipbook PoseAnimate Embedding Optimiser")
+
 
 # --- ComfyUI's own types: checked by shape of the value ------------------------------------------------
 
@@ -143,23 +151,31 @@ def socket_types(cls) -> dict[str, str]:
 
 
 def checked(cls) -> type:
-    """Wrap ``cls``'s FUNCTION so every linked input is type-checked before it runs (once per class)."""
+    """Wrap ``cls``'s FUNCTION so every linked input is type-checked, and every widget value checked
+    against the node's own INPUT_TYPES (nodes/_validate.py), before it runs (once per class)."""
+    from ._validate import _MISSING, check_widgets, widget_checks
+
     fn_name = getattr(cls, "FUNCTION", None)
     fn = getattr(cls, fn_name, None) if fn_name else None
     if fn is None or getattr(fn, "_flipbook_checked", False):
         return cls
     sockets = socket_types(cls)
+    widgets = {k: v for k, v in widget_checks(cls.INPUT_TYPES()).items() if k not in sockets}
     signature = inspect.signature(fn)
 
     @functools.wraps(fn)
     def run(self, *args, **kwargs):
-        given = kwargs
-        if args:                                  # ComfyUI passes keywords; tests and scripts may not
-            given = signature.bind_partial(self, *args, **kwargs).arguments
+        bound = signature.bind_partial(self, *args, **kwargs)   # ComfyUI passes keywords; tests may not
+        given = bound.arguments
         for name, type_name in sockets.items():
             if name in given:
                 check_value(name, type_name, given[name])
-        return fn(self, *args, **kwargs)
+        for name, value in check_widgets(widgets, given).items():
+            if value is _MISSING:
+                given.pop(name, None)
+            else:
+                given[name] = value
+        return fn(*bound.args, **bound.kwargs)
 
     run._flipbook_checked = True
     setattr(cls, fn_name, run)

@@ -92,6 +92,29 @@ def skeleton_from_json(points_json, edges_json="", canvas: tuple[int, int] = (51
     return Skeleton(pts, edges_t, (int(h), int(w)), root, names)
 
 
+def targets_from_json(text, source: Skeleton, name: str = "targets_json") -> Skeleton | None:
+    """Where each source keypoint should go, typed or set by the warp-target editor: ``[[x, y] or
+    null, ...]`` in pixels of the source's canvas (null, or a shorter list: that keypoint stays). The
+    source skeleton with the points moved (same bones and root), or None for empty text."""
+    data = _parse_json(name, text)
+    if data is None:
+        return None
+    k = source.num_points
+    if not isinstance(data, list) or len(data) > k:
+        fail(name, f"a list of at most {k} [x, y] points (one per keypoint, or null)", str(data)[:120])
+    pts = source.points.clone().float()
+    for i, t in enumerate(data):
+        if t is None:
+            continue
+        try:
+            pts[i] = torch.tensor(t, dtype=torch.float32).reshape(2)
+        except (TypeError, ValueError, RuntimeError):
+            fail(f"{name}[{i}]", "an [x, y] point or null", str(t)[:40])
+    h, w = source.canvas
+    check_points(name, pts, size=(h, w))
+    return Skeleton(pts, source.edges, (int(h), int(w)), source.root, source.names)
+
+
 # --- automatic, from a mask ------------------------------------------------------------------
 
 

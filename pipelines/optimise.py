@@ -24,7 +24,7 @@ from .progress import Check, StepCallback, poll, report
 def adam_minimise(x0: torch.Tensor | Sequence[torch.Tensor], loss_fn: Callable | None = None, *, iters: int,
                   lr: float, grad_fn: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
                   lr_at: Callable[[int], float] | None = None, stop_below: Callable[[int], float] | None = None,
-                  before_last: bool = False, check: Check | None = None,
+                  before_last: bool = False, per_item: bool = False, check: Check | None = None,
                   callback: StepCallback | None = None, betas: tuple[float, float] = (0.9, 0.999),
                   eps: float = 1e-8) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Adam (default betas and eps) on a copy of ``x0`` for ``iters`` iterations; works inside
@@ -33,7 +33,9 @@ def adam_minimise(x0: torch.Tensor | Sequence[torch.Tensor], loss_fn: Callable |
     Exactly one of ``loss_fn(x)`` (autograd) or ``grad_fn(x) -> (loss, grad)`` (no autograd) gives
     one loss per independent item (or a scalar); their sum is minimised, so items never mix and
     splitting a batch into chunks gives the same result. ``lr_at(k)`` overrides the learning rate at
-    iteration k; the loop stops once every loss is below ``stop_below(k)``. ``before_last`` returns x
+    iteration k; the loop stops once every loss is below ``stop_below(k)``; with ``per_item`` (losses one
+    per row of x) a row whose loss fell below it is frozen from the next iteration on, so each item stops
+    as if optimised alone (PoseAnimate's frame chunks give equal results). ``before_last`` returns x
     as it was before the last update (FlipSketch's official off-by-one). ``check()`` runs before
     every iteration (nodes pass ComfyUI's cancel check; it raises to stop); ``callback(k, iters)``
     after each. Returns ``(x, losses)`` with one detached loss tensor per iteration.
@@ -57,6 +59,7 @@ def adam_minimise(x0: torch.Tensor | Sequence[torch.Tensor], loss_fn: Callable |
         x = xs if many else xs[0]
         prev = None if many else x.detach()
         opt = torch.optim.Adam(xs, lr=float(lr), betas=tuple(betas), eps=float(eps))
+        done = None
         for k in range(int(iters)):
             poll(check)
             if lr_at is not None:
@@ -74,11 +77,20 @@ def adam_minimise(x0: torch.Tensor | Sequence[torch.Tensor], loss_fn: Callable |
                 if before_last:
                     prev = x.detach().clone()
                 x.grad = grad.to(x.dtype)
+            keep = x.detach().clone() if done is not None and bool(done.any()) else None
             opt.step()
+            if keep is not None:
+                with torch.no_grad():
+                    x[done] = keep[done]
             losses.append(loss.detach())
             report(callback, k + 1, int(iters))
-            if stop_below is not None and bool((loss.detach() < stop_below(k)).all()):
-                break
+            if stop_below is not None:
+                below = loss.detach().reshape(-1) < stop_below(k)
+                if per_item and not many and below.numel() == x.shape[0]:
+                    done = below if done is None else done | below
+                    below = done
+                if bool(below.all()):
+                    break
     if many:
         return [t.detach() for t in xs], losses
     return (prev if before_last else x.detach()), losses

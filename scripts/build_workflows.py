@@ -15,6 +15,7 @@ from comfyui_flipbook.pipelines.animatex.testmodels import CLIP_VISION_NAME as C
 from comfyui_flipbook.pipelines.flexiclip.settings import T2V_MODEL as FLEXICLIP_T2V  # noqa: E402
 from comfyui_flipbook.pipelines.flexiclip.settings import XCLIP_MODEL as FLEXICLIP_XCLIP  # noqa: E402
 from comfyui_flipbook.pipelines.flipsketch.settings import FLIPSKETCH_MODEL  # noqa: E402
+from comfyui_flipbook.pipelines.poseanimate.settings import CONTROLNET_MODEL as PA_CN, SD_MODEL as PA_SD  # noqa: E402
 
 CHARACTER = "flipbook_character.png"
 DRIVING = "cpabmm_driving.webp"
@@ -175,8 +176,45 @@ NOTES = {
                       "score wants microsoft/xclip-base-patch32 in models/xclip."),
 }
 
+# PoseAnimate: the character + a dance (OpenPose JSON), PATA -> inversion -> PACM -> DCAM/MGDM -> sampler
+# (make-test-models writes tiny SD1.5 + ControlNet stand-ins under the names the loader shows; the
+# widgets are small, 4 steps on 128 px, so the file also runs on a CPU).
+WORKFLOWS["poseanimate"] = [
+    {"id": 1, "type": "FlipbookPoseAnimateLoader", "pos": [40, 40], "size": [340, 130], "title": "SD1.5 + OpenPose ControlNet",
+     "widgets": {"checkpoint": PA_SD, "controlnet": PA_CN, "dtype": "auto"}},
+    {"id": 2, "type": "LoadImage", "pos": [40, 230], "size": [300, 360], "title": "Character",
+     "widgets": {"image": CHARACTER}},
+    {"id": 3, "type": "FlipbookLoadPoseKeypoints", "pos": [40, 650], "size": [320, 200], "title": "Character pose",
+     "widgets": {"file": "flipbook_character_pose.json"}},
+    {"id": 4, "type": "FlipbookLoadPoseKeypoints", "pos": [40, 900], "size": [320, 200], "title": "Driving poses",
+     "widgets": {"file": "animatex_dance_poses.json"}},
+    {"id": 5, "type": "FlipbookPoseAlignTransition", "pos": [420, 650], "size": [340, 280], "title": "PATA",
+     "links": {"source": (3, 1), "sequence": (4, 1)},
+     "widgets": {"total_frames": 6, "t": 2, "align_mode": "sequence", "width": 128, "height": 128}},
+    {"id": 6, "type": "FlipbookPoseAnimateInvert", "pos": [420, 40], "size": [340, 260], "title": "Invert (PACM stage 0)",
+     "links": {"model": (1, 0), "image": (2, 0), "poses": (5, 1)},
+     "widgets": {"prompt": "a cartoon character", "steps": 4, "size": 128}},
+    {"id": 7, "type": "FlipbookPoseAnimateOptimise", "pos": [820, 40], "size": [340, 330], "title": "PACM",
+     "links": {"model": (1, 0), "trajectory": (6, 0), "poses": (5, 1)},
+     "widgets": {"inner_iterations": 2, "stage2_iterations": 2, "frame_chunk": 4}},
+    {"id": 8, "type": "InvertMask", "pos": [420, 360], "size": [220, 30], "title": "Character mask (alpha)",
+     "links": {"mask": (2, 1)}},
+    {"id": 9, "type": "FlipbookPoseAnimateAttention", "pos": [820, 430], "size": [340, 300], "title": "DCAM / MGDM",
+     "links": {"model": (1, 0), "source_mask": (8, 0)}, "widgets": {"subject_word": "character"}},
+    {"id": 10, "type": "FlipbookPoseAnimateSampler", "pos": [1220, 40], "size": [340, 130], "title": "PoseAnimate sampler",
+     "links": {"model": (9, 0), "embeds": (7, 0)}},
+    {"id": 11, "type": "SaveAnimatedWEBP", "pos": [1600, 40], "size": [360, 420], "links": {"images": (10, 0)},
+     "widgets": {"filename_prefix": "flipbook/poseanimate", "fps": 8.0, "lossless": False, "quality": 90}},
+    {"id": 12, "type": "PreviewImage", "pos": [820, 790], "size": [300, 360], "title": "Pose images",
+     "links": {"images": (5, 1)}},
+]
+
 # Shown in the UI file's "extra" (where a workflow's model comes from).
 INFO = {
+    "poseanimate": "PoseAnimate: character picture + pose sequence -> animation. Models: clone Hugging Face "
+                   "stable-diffusion-v1-5 into ComfyUI/models/diffusers and lllyasviel/control_v11p_sd15_openpose "
+                   "into ComfyUI/models/controlnet (or pick single files). Small step counts here: raise steps to 50, "
+                   "iterations to 5, frames to 16 and size to 512 for the paper's settings.",
     "flexiclip_sds": "FlexiClip video SDS: clipart + keypoints + text -> learned Bezier motion. Model: ModelScope "
                      "text-to-video-ms-1.7b in ComfyUI/models/diffusers (GPU); X-CLIP in models/xclip.",
     "flipsketch": "FlipSketch: sketch + text -> sketch animation. Model: clone Hugging Face Hmrishav/t2v_sketch-lora "

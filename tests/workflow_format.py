@@ -33,6 +33,7 @@ CORE_NODES = {
     "CLIPVisionLoader": ({"clip_name": ([FILE_COMBO], {})}, {}, ("CLIP_VISION",)),
     "CLIPVisionEncode": ({"clip_vision": ("CLIP_VISION", {}), "image": ("IMAGE", {}),
                           "crop": (["center", "none"], {})}, {}, ("CLIP_VISION_OUTPUT",)),
+    "InvertMask": ({"mask": ("MASK", {})}, {}, ("MASK",)),
     "ImageScale": ({"image": ("IMAGE", {}),
                     "upscale_method": (["nearest-exact", "bilinear", "area", "bicubic", "lanczos"], {}),
                     "width": ("INT", {"default": 512, "min": 0, "max": 16384}),

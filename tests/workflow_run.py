@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import inspect
 import os
 import pathlib
+import sys
 
 import numpy as np
 import torch
@@ -85,6 +87,8 @@ def core_node(class_type: str, inputs: dict, record: dict, nid: str):
         return (StandInCLIPVision(),)
     if class_type == "VAELoader":
         return (StandInVAE(),)
+    if class_type == "InvertMask":
+        return (1.0 - inputs["mask"],)
     if class_type == "VAEDecode":
         return (inputs["vae"].decode(inputs["samples"]["samples"]),)
     raise KeyError(f"no stand-in for core node {class_type}")
@@ -227,8 +231,14 @@ def compare(golden: dict, now: dict, *, atol: float = 1e-5, rtol: float = 1e-5) 
 def prepare_models(models_dir: str) -> None:
     """Tiny random models under the shipped workflows' file names (make-test-models), for the loaders
     of this process (FLIPBOOK_MODELS_DIR)."""
-    from comfyui_flipbook.cli import make_test_models
+    from comfyui_flipbook.cli import find_test_model_writers
 
-    if not os.path.isdir(os.path.join(models_dir, "diffusers")) or not os.path.isdir(os.path.join(models_dir, "xclip")):
-        make_test_models(models_dir)
+    os.makedirs(models_dir, exist_ok=True)
+    for name, write in find_test_model_writers().items():     # each method's once (a stamp per writer)
+        # the stamp names the writer's source too: a changed writer (new models) writes again
+        digest = hashlib.sha256(inspect.getsource(sys.modules[write.__module__]).encode()).hexdigest()[:12]
+        stamp = os.path.join(models_dir, f".written-{name.split('.')[-2]}-{digest}")
+        if not os.path.exists(stamp):
+            write(models_dir)
+            open(stamp, "w").close()
     os.environ["FLIPBOOK_MODELS_DIR"] = models_dir

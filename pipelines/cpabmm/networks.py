@@ -275,8 +275,9 @@ class DenseMotionNetwork(nn.Module):
     def downsample(self, image):
         return image if self.down is None else self.down(image)
 
-    def forward(self, source_small, kp_driving, kp_source, grids):
-        """source_small [bs,3,h,w] (already downsampled); grids [bs, N+2, h, w, 2] in [-1,1]."""
+    def forward(self, source_small, kp_driving, kp_source, grids, keep=None):
+        """source_small [bs,3,h,w] (already downsampled); grids [bs, N+2, h, w, 2] in [-1,1];
+        keep [bs, N+2] (training's transform dropout, spec §2.2): 0 drops a transform from the softmax."""
         bs, _, h, w = source_small.shape
         heat = kp2gaussian(kp_driving, (h, w), self.kp_variance) - kp2gaussian(kp_source, (h, w), self.kp_variance)
         heat = torch.cat([heat.new_zeros(bs, 1, h, w), heat], 1)
@@ -284,7 +285,12 @@ class DenseMotionNetwork(nn.Module):
         rep = source_small.unsqueeze(1).expand(-1, n, -1, -1, -1).reshape(bs * n, -1, h, w)
         deformed = F.grid_sample(rep, grids.reshape(bs * n, h, w, 2), align_corners=True).view(bs, n, -1, h, w)
         pred = self.hourglass(torch.cat([heat, deformed.reshape(bs, -1, h, w)], 1))
-        maps = F.softmax(self.maps(pred[-1]), dim=1)
+        logits = self.maps(pred[-1])
+        if keep is None:
+            maps = F.softmax(logits, dim=1)
+        else:           # C:dense_motion.py dropout_softmax: a masked softmax, the background never dropped
+            e = (logits - logits.amax(1, keepdim=True)).exp() * keep.to(logits.dtype).view(bs, n, 1, 1)
+            maps = e / (e.sum(1, keepdim=True) + 1e-6)
         deformation = (grids.permute(0, 1, 4, 2, 3) * maps.unsqueeze(2)).sum(1).permute(0, 2, 3, 1)
         occ = [torch.sigmoid(self.occlusion[i](pred[self.up_nums - self.occlusion_num + i]))
                for i in range(self.occlusion_num - self.up_nums)]
@@ -330,22 +336,42 @@ class InpaintingNetwork(nn.Module):
             occ = F.interpolate(occ, size=x.shape[2:], mode="bilinear", align_corners=True)
         return x * occ
 
-    def forward(self, source, dense):
+    def forward(self, source, dense, warped_maps: bool = False):
+        """warped_maps (training): also the warped, occluded encoder maps of the detached features
+        (deepest first) that the warp loss compares with :meth:`get_encode` (spec §2.4)."""
         out = self.first(source)
         skips = [out]
         for block in self.down_blocks:
             out = block(out)
             skips.append(out)
         deformation, occ = dense["deformation"], dense["occlusion_map"]
+        maps = [self.occlude(self.deform(out.detach(), deformation), occ[0].detach())] if warped_maps else None
         out = self.occlude(self.deform(out, deformation), occ[0])
         enc = out
         for i in range(self.num_down_blocks):
             out = self.up_blocks[i](self.resblock[2 * i + 1](self.resblock[2 * i](out)))
-            enc = self.occlude(self.deform(skips[-(i + 2)], deformation), occ[i + 1])
+            skip = skips[-(i + 2)]
+            enc = self.occlude(self.deform(skip, deformation), occ[i + 1])
+            if warped_maps:
+                maps.append(self.occlude(self.deform(skip.detach(), deformation), occ[i + 1].detach()))
             if i == self.num_down_blocks - 1:
                 break
             out = torch.cat([out, enc], 1)
         warped = self.deform(source, deformation)
         last = occ[-1]
         out = torch.sigmoid(self.final(out * (1 - last) + enc))
-        return {"prediction": out * (1 - last) + warped * last, "deformed": warped}
+        result = {"prediction": out * (1 - last) + warped * last, "deformed": warped}
+        if warped_maps:
+            result["warped_encoder_maps"] = maps
+        return result
+
+    @torch.no_grad()
+    def get_encode(self, driving, occ):
+        """The driving frame's encoder maps (shallowest first), each masked by the occlusion map of
+        its resolution: the warp loss's targets (no gradient)."""
+        out = self.first(driving)
+        maps = [self.occlude(out, occ[-1])]
+        for i, block in enumerate(self.down_blocks):
+            out = block(out)
+            maps.append(self.occlude(out, occ[self.num_down_blocks - 1 - i]))
+        return maps

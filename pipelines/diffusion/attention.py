@@ -162,7 +162,14 @@ def finish(attn, s, v, ctx):
     if attn.upcast_softmax:
         s = s.float()
     probs = s.softmax(dim=-1).to(v.dtype)
-    out = attn.batch_to_head_dim(torch.bmm(probs, v))
+    return output(attn, torch.bmm(probs, v), ctx)
+
+
+def output(attn, heads_out, ctx):
+    """The classic processor's tail from the per-head attention output (batch*heads, tokens, head_dim):
+    heads merged, output projection, 4-D reshape, residual, rescale (patches that mix several
+    attention results, e.g. PoseAnimate's dual consistency attention, finish through it)."""
+    out = attn.batch_to_head_dim(heads_out)
     out = attn.to_out[1](attn.to_out[0](out))
     if ctx["shape4"] is not None:
         b, c, h, w = ctx["shape4"]

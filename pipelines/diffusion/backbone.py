@@ -196,8 +196,9 @@ def tiny_t2v(seed: int = 0, device=None, dtype: torch.dtype = torch.float32, vae
                        name=f"tiny-t2v-{seed}", **parts)
 
 
-def save_t2v(backbone: T2VBackbone, folder: str) -> list[str]:
-    """Write a backbone in diffusers folder layout (model_index.json + one sub-folder per part)."""
+def save_t2v(backbone: T2VBackbone, folder: str, pipeline: str = "TextToVideoSDPipeline") -> list[str]:
+    """Write a backbone in diffusers folder layout (model_index.json naming ``pipeline`` + one sub-folder
+    per part; PoseAnimate's SD1.5 part writes ``StableDiffusionPipeline``)."""
     import diffusers
     from diffusers import DDIMScheduler
 
@@ -208,9 +209,9 @@ def save_t2v(backbone: T2VBackbone, folder: str) -> list[str]:
     backbone.tokenizer.save_pretrained(os.path.join(folder, "tokenizer"))
     DDIMScheduler(**{k: v for k, v in backbone.scheduler_config.items() if not k.startswith("_")}
                   ).save_pretrained(os.path.join(folder, "scheduler"))
-    index = {"_class_name": "TextToVideoSDPipeline", "_diffusers_version": diffusers.__version__,
+    index = {"_class_name": pipeline, "_diffusers_version": diffusers.__version__,
              "scheduler": ["diffusers", "DDIMScheduler"], "text_encoder": ["transformers", "CLIPTextModel"],
-             "tokenizer": ["transformers", "CLIPTokenizer"], "unet": ["diffusers", "UNet3DConditionModel"],
+             "tokenizer": ["transformers", "CLIPTokenizer"], "unet": ["diffusers", type(backbone.unet).__name__],
              "vae": ["diffusers", "AutoencoderKL"]}
     with open(os.path.join(folder, "model_index.json"), "w") as f:
         json.dump(index, f, indent=2)

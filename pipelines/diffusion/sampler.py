@@ -11,10 +11,8 @@ attention) is bound inside it, so one loop serves
 * FlipSketch: a guided generation denoiser plus ``before_step`` (the reference pass, frame alignment)
   and ``after_step`` (dropping the saved attention) hooks;
 * Animate-X: a guided v-prediction averaged over context windows (:func:`over_windows`);
-* PoseAnimate (next): a UNet2D + ControlNet denoiser, ``unet(x, t, encoder_hidden_states=e,
-  down_block_additional_residuals=..., mid_block_additional_residual=...)`` with the residuals of
-  ``controlnet(x, t, encoder_hidden_states=e, controlnet_cond=pose)``, guided by :func:`cfg_batch`
-  (tests/test_diffusion.py runs that shape through this loop);
+* PoseAnimate: a UNet2D + ControlNet denoiser (:func:`controlnet_predict`), all frames and both
+  CFG branches in one call per step (pipelines/poseanimate/pipeline.py);
 * FlexiClip's video SDS: no loop, one noised evaluation (:func:`sds_gradient`).
 
 Classifier-free guidance is :func:`guide`; :func:`cfg_batch` evaluates both branches in one batched call.
@@ -143,6 +141,18 @@ def t2v_denoiser(unet, cond: torch.Tensor, uncond: torch.Tensor | None = None, g
         e = torch.cat([embeds(uncond, b), embeds(cond, b)])
         return cfg_batch(lambda x2, t_: unet(x2, t_, encoder_hidden_states=e).sample, x, t, guidance)
     return guided
+
+
+def controlnet_predict(unet, controlnet, x: torch.Tensor, t, embeds: torch.Tensor, cond: torch.Tensor,
+                       scale: float = 1.0) -> torch.Tensor:
+    """A UNet2D guided by a ControlNet (as diffusers' StableDiffusionControlNetPipeline calls them):
+    ``controlnet(x, t, e, controlnet_cond=cond)`` gives residuals added to the UNet's skip connections.
+    x (B, C, h, w), embeds (B, 77, D), cond (B, 3, H, W) in 0..1 (e.g. OpenPose images); the
+    prediction has x's shape. Both branches of a CFG batch get the ControlNet (PoseAnimate, spec §2.2)."""
+    down, mid = controlnet(x, t, encoder_hidden_states=embeds, controlnet_cond=cond, conditioning_scale=float(scale),
+                           return_dict=False)
+    return unet(x, t, encoder_hidden_states=embeds, down_block_additional_residuals=down,
+                mid_block_additional_residual=mid).sample
 
 
 def context_windows(frames: int, size: int, overlap: int) -> list[list[int]]:
