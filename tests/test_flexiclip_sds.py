@@ -349,3 +349,39 @@ def test_tracks_and_foreign_trajectories_are_refused(rig, sway):
     other = preset_trajectory(sk.scaled_to((128, 128)), "sway", n_frames=4)
     with pytest.raises(FlipbookInputError, match="trajectory"):
         SDSObjective(rig[2], other, None, "", TINY)
+
+
+def test_preview_reaches_comfyui_progress_bar_as_a_jpeg_preview(monkeypatch):
+    """Inside ComfyUI the optimiser's picture goes to ProgressBar.update_absolute(step, total, ("JPEG", PIL, size)),
+    the format ComfyUI's sampler previews use; outside it the preview is a no-op."""
+    import sys
+    import types as pytypes
+
+    from PIL import Image
+
+    from comfyui_flipbook.nodes._comfy import preview_progress
+    cb, show = preview_progress(3)
+    show(1, torch.zeros(8, 8, 3))                       # plain Python: nothing to show, no error
+    calls, interrupted = [], []
+
+    class Bar:
+        def __init__(self, total):
+            self.total = total
+
+        def update_absolute(self, value, total=None, preview=None):
+            calls.append((value, total, preview))
+    comfy = pytypes.ModuleType("comfy")
+    mm = pytypes.ModuleType("comfy.model_management")
+    mm.throw_exception_if_processing_interrupted = lambda: interrupted.append(1)
+    utils = pytypes.ModuleType("comfy.utils")
+    utils.ProgressBar = Bar
+    monkeypatch.setitem(sys.modules, "comfy", comfy)
+    monkeypatch.setitem(sys.modules, "comfy.model_management", mm)
+    monkeypatch.setitem(sys.modules, "comfy.utils", utils)
+    cb, show = preview_progress(3)
+    cb(1, 3)
+    show(2, torch.rand(8, 16, 3))
+    assert interrupted == [1] and calls[0] == (1, 3, None)
+    value, total, (fmt, picture, size) = calls[1]
+    assert (value, total, fmt, size) == (2, 3, "JPEG", 512)
+    assert isinstance(picture, Image.Image) and picture.size == (16, 8)
