@@ -385,3 +385,21 @@ def test_preview_reaches_comfyui_progress_bar_as_a_jpeg_preview(monkeypatch):
     value, total, (fmt, picture, size) = calls[1]
     assert (value, total, fmt, size) == (2, 3, "JPEG", 512)
     assert isinstance(picture, Image.Image) and picture.size == (16, 8)
+
+
+def test_aniclipart_pose_method_poses_with_arap(rig, sway, backbone):
+    """pose_method="arap" (AniClipart, spec §1.5): the poses come from the ARAP solve; gradients still reach
+    the control points; with a corrector the untrained correction still returns its pose-only animation."""
+    st = replace(TINY, use_mlp=False, pose_method="arap")
+    obj = SDSObjective(rig[2], sway, backbone, "x", st, corrector=TemporalJacobianCorrector())
+    poses, v, v_pose, jr = obj.animate(obj.initial_params())
+    arap = MeshDeformer(rig[2], "arap").deform(poses)
+    flexiclip = MeshDeformer(rig[2], "poisson_bilap").deform(poses)
+    assert torch.equal(v, v_pose) and torch.equal(jr, torch.zeros_like(jr))
+    assert not torch.equal(arap, flexiclip)
+    plain = SDSObjective(rig[2], sway, backbone, "x", st)
+    assert torch.equal(plain.animate(plain.initial_params())[1], arap)
+    loss, grads = _grads(obj)
+    assert torch.isfinite(loss) and grads[0].abs().sum() > 0
+    with pytest.raises(FlipbookInputError, match="pose_method"):
+        SDSObjective(rig[2], sway, None, "", replace(TINY, pose_method="harmonic"))

@@ -8,8 +8,8 @@ One iteration (:class:`SDSObjective`):
    (§1.4); ``c0`` stays the keypoint;
 2. the S distinct poses on the curves, ``u = unique(frame_times)`` (AniClipart: 6 poses played
    forward-back, twice, for 24 frames, §1.4);
-3. FlexiClip's Poisson solve with λ = 1 (§2.2.2), then, with a corrector, ``J = Jᴾ + Jᴿ`` and a
-   second solve (:func:`.corrector.corrected_vertices`);
+3. FlexiClip's Poisson solve with λ = 1 (§2.2.2; or AniClipart's ARAP, ``pose_method="arap"``), then,
+   with a corrector, ``J = Jᴾ + Jᴿ`` and a Poisson solve (:func:`.corrector.corrected_vertices`);
 4. the textured-mesh render at ``render_size``² (§2.5), the frames in play order, one shared random
    perspective + resized crop for every frame (§1.7 "Augmentation");
 5. the VAE encoder with gradients (chunks of frames, each recomputed in the backward pass so memory
@@ -51,6 +51,7 @@ from .pipeline import Animation
 from .settings import FLEXICLIP_LAMBDA
 
 FLOW_MODES = ("dds", "exact")
+POSE_METHODS = ("poisson_bilap", "arap")
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,7 @@ class SDSSettings:
     lambda_flow: float = 15.0         # [S] (§2.1); the official code has none (§2.2.5)
     flow_mode: str = "dds"
     constraint_lambda: float = FLEXICLIP_LAMBDA
+    pose_method: str = "poisson_bilap"  # FlexiClip's pose solve (§2.2.3); "arap": AniClipart's (§1.5, λ scales 3000²)
     vae_chunk: int = 8
     dedupe_encode: bool = True        # ours: encode each distinct pose once (same latents)
     fp16: bool = False                # autocast the UNet and VAE on a GPU (AniClipart runs fp16)
@@ -249,6 +251,7 @@ class SDSObjective:
         self.extra_loss = extra_loss
         self.corrector = corrector
         self.deformer = MeshDeformer(mesh, "poisson_bilap", st.constraint_lambda)
+        self.pose_deformer = MeshDeformer(mesh, "arap", st.constraint_lambda) if st.pose_method == "arap" else None
         loop, cycles = ("once", 1) if st.loop_num == 0 else ("aniclipart", st.loop_num)
         self.loop, self.cycles = loop, cycles
         u_all = frame_times(st.frames, loop, cycles)
@@ -301,7 +304,7 @@ class SDSObjective:
             names = [n for n, _ in self.corrector.named_parameters()]
             values = dict(zip(names, params[self.n_first:]))
             corr = lambda jp, u: torch.func.functional_call(self.corrector, values, (jp, u))  # noqa: E731
-        v, v_pose, jr = corrected_vertices(self.deformer, poses, corr, self.times)
+        v, v_pose, jr = corrected_vertices(self.deformer, poses, corr, self.times, self.pose_deformer)
         return poses, v, v_pose, jr
 
     def render(self, vertices: torch.Tensor, play: bool = True) -> torch.Tensor:
@@ -410,6 +413,8 @@ def _check_settings(st: SDSSettings) -> None:
     check_range("guidance", st.guidance, 0.0, 1000.0)
     if not 0 <= st.t_min < st.t_max <= 1000:
         fail("t_min / t_max", "0 <= t_min < t_max <= 1000", f"{st.t_min} / {st.t_max}")
+    if st.pose_method not in POSE_METHODS:
+        fail("pose_method", " / ".join(POSE_METHODS), repr(st.pose_method))
     if st.flow_mode not in FLOW_MODES:
         fail("flow_mode", " / ".join(FLOW_MODES), repr(st.flow_mode))
     if st.loop_num and st.frames < 2 * st.loop_num:
