@@ -15,6 +15,7 @@ from ..pipelines.diffusion.inversion import REDUCTIONS, invert_frames
 from ..pipelines.diffusion.text import encode_text
 from ..pipelines.diffusion.vae import POSTERIORS, VAE_RANGES, decode_latents
 from ..pipelines.errors import fail, reading
+from ..pipelines.flexiclip.settings import T2V_MODEL as FLEXICLIP_T2V
 from ..pipelines.flipsketch.settings import FLIPSKETCH_MODEL
 from ._comfy import (FileList, check_interrupted, grad_enabled, intermediate_device, list_models, model_path, offload_device,
                      on_compute_device, progress_callback, torch_device)
@@ -37,8 +38,8 @@ def t2v_folders() -> list[str]:
         for sub in sorted(os.listdir(path)):
             if os.path.isdir(os.path.join(path, sub, "unet")):
                 found.append(f"{top}/{sub}")
-    # Nothing installed yet: still show the name FlipSketch's workflow uses, loading it explains where to put it.
-    return FileList(found or [FLIPSKETCH_MODEL])
+    # Nothing installed yet: still show the names the shipped workflows use, loading one explains where to put it.
+    return FileList(found or [FLIPSKETCH_MODEL, FLEXICLIP_T2V])
 
 
 def _check_model(model):

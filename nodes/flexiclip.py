@@ -15,7 +15,7 @@ from ..pipelines.flexiclip import scores
 from ..pipelines.flexiclip.corrector import (SOLVERS, STRUCTURES, TemporalJacobianCorrector, corrected_vertices,
                                              load_corrector, save_corrector)
 from ..pipelines.flexiclip.pipeline import Animation
-from ..pipelines.flexiclip.sds import FLOW_MODES, SDS, optimise_sds
+from ..pipelines.flexiclip.sds import FLOW_MODES, POSE_METHODS, SDS, optimise_sds
 from ..pipelines.flexiclip.settings import FLEXICLIP_LAMBDA, XCLIP_MODEL
 from ..pipelines.render import render_mesh
 from . import widgets as W
@@ -116,7 +116,8 @@ class FlipbookFlexiClipSDS:
         s = SDS
         return {"required": {
             "mesh": (MESH, {"tooltip": "Mesh of the picture (Flipbook Mesh Builder)."}),
-            "trajectory": (TRAJECTORY, {"tooltip": "Initial Bezier curves, e.g. a preset (Flipbook Bezier Trajectory)."}),
+            "trajectory": (TRAJECTORY, {"tooltip": "Initial Bezier curves, e.g. a preset (Flipbook Bezier Trajectory): "
+                                        "their control points; frames and loop_num below set the timing."}),
             "model": (T2V, {"tooltip": "Text-to-video model: ModelScope text-to-video-ms-1.7b (Flipbook T2V Loader)."}),
             "prompt": ("STRING", {"default": "a man is dancing", "multiline": True, "tooltip": "What the animation shows."}),
             "iterations": W.iterations(s.iterations, "Optimiser iterations. FlexiClip 1000, AniClipart 500.", max=10000),
@@ -149,15 +150,19 @@ class FlipbookFlexiClipSDS:
             "corrector": (CORRECTOR, {"tooltip": "Temporal Jacobian corrector to train with the curves (FlexiClip); "
                                       "without it: AniClipart's objective."}),
             "negative": ("STRING", {"default": "", "tooltip": "Unconditional prompt of the guidance (default empty)."}),
+            "pose_method": (list(POSE_METHODS), {"default": s.pose_method, "tooltip":
+                            "How the keypoints pose the mesh: poisson_bilap is FlexiClip's Poisson solve, arap is "
+                            "AniClipart's as-rigid-as-possible (the corrector then corrects ARAP's Jacobians)."}),
         }}
 
     def optimise(self, mesh, trajectory, model, prompt, iterations, guidance, frames, loop_num, render_size,
                  skeleton_weight, use_mlp, lambda_flow, flow_mode, augment, lr, constraint_lambda, fp16, seed,
-                 corrector=None, negative=""):
+                 corrector=None, negative="", pose_method=SDS.pose_method):
         st = replace(SDS, iterations=int(iterations), guidance=float(guidance), frames=int(frames),
                      loop_num=int(loop_num), render_size=int(render_size), w_skel=float(skeleton_weight),
                      use_mlp=bool(use_mlp), lambda_flow=float(lambda_flow), flow_mode=flow_mode, augment=bool(augment),
-                     lr=float(lr), constraint_lambda=float(constraint_lambda), fp16=bool(fp16), seed=int(seed))
+                     lr=float(lr), constraint_lambda=float(constraint_lambda), fp16=bool(fp16), seed=int(seed),
+                     pose_method=pose_method)
         cb, show = preview_progress(max(1, st.iterations), "FlexiClip SDS")
         preview = lambda step, f: show(step, _tile(f))  # noqa: E731
         with grad_enabled(), on_compute_device(model.unet, model.vae, model.text_encoder):

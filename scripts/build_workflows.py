@@ -11,6 +11,9 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 from workflow_format import build, node_specs  # noqa: E402
 
+from comfyui_flipbook.pipelines.animatex.testmodels import CLIP_VISION_NAME as CLIP_VISION  # noqa: E402
+from comfyui_flipbook.pipelines.flexiclip.settings import T2V_MODEL as FLEXICLIP_T2V  # noqa: E402
+from comfyui_flipbook.pipelines.flexiclip.settings import XCLIP_MODEL as FLEXICLIP_XCLIP  # noqa: E402
 from comfyui_flipbook.pipelines.flipsketch.settings import FLIPSKETCH_MODEL  # noqa: E402
 from comfyui_flipbook.pipelines.poseanimate.settings import (CONTROLNET_FILE as PA_CN_FILE,  # noqa: E402
                                                             CONTROLNET_MODEL as PA_CN, SD_FILE as PA_SD_FILE,
@@ -136,6 +139,45 @@ WORKFLOWS["flipsketch"] = [
      "widgets": {"filename_prefix": "flipsketch", "fps": 8.0, "lossless": True, "quality": 80}},
 ]
 
+# FlexiClip's learned half: the character's keypoints, a wave preset as the initial curves, the video SDS
+# optimiser (ModelScope T2V, corrector on) -> render -> WEBP, and the two scores. A few iterations only:
+# the Note says how many the papers run.
+WORKFLOWS["flexiclip_sds"] = [
+    {"id": 1, "type": "LoadImage", "pos": [40, 120], "size": [300, 360], "widgets": {"image": CHARACTER},
+     "title": "Clipart"},
+    {"id": 2, "type": "FlipbookKeypointsFromJSON", "pos": [400, 40], "size": [340, 300], "links": {"image": (1, 0)}},
+    {"id": 3, "type": "FlipbookMeshBuilder", "pos": [800, 40], "size": [320, 200],
+     "links": {"image": (1, 0), "skeleton": (2, 0), "mask": (1, 1)}},
+    {"id": 4, "type": "FlipbookBezierTrajectory", "pos": [800, 320], "size": [320, 260], "title": "Initial curves (preset)",
+     "links": {"skeleton": (2, 0)},
+     "widgets": {"preset": "wave", "amplitude": 0.06, "frames": 24, "loop": "aniclipart", "cycles": 2}},
+    {"id": 5, "type": "FlipbookT2VLoader", "pos": [400, 420], "size": [340, 112], "title": "ModelScope T2V",
+     "widgets": {"model_dir": FLEXICLIP_T2V, "dtype": "auto"}},
+    {"id": 6, "type": "FlipbookFlexiClipCorrector", "pos": [400, 600], "size": [340, 200]},
+    {"id": 7, "type": "FlipbookFlexiClipSDS", "pos": [1180, 40], "size": [360, 620], "title": "Video SDS optimiser",
+     "links": {"mesh": (3, 0), "trajectory": (4, 0), "model": (5, 0), "corrector": (6, 0)},
+     "widgets": {"prompt": "a cartoon character is dancing", "iterations": 3}},
+    {"id": 8, "type": "FlipbookMeshRender", "pos": [1600, 40], "size": [320, 110], "links": {"animation": (7, 1)}},
+    {"id": 9, "type": "SaveAnimatedWEBP", "pos": [1980, 40], "size": [360, 420], "links": {"images": (8, 0)},
+     "widgets": {"filename_prefix": "flipbook/flexiclip_sds", "fps": 8.0, "lossless": False, "quality": 90}},
+    {"id": 10, "type": "CLIPVisionLoader", "pos": [1180, 720], "size": [320, 80], "widgets": {"clip_name": CLIP_VISION}},
+    {"id": 11, "type": "FlipbookCLIPImageSimilarity", "pos": [1600, 520], "size": [320, 130],
+     "links": {"clip_vision": (10, 0), "frames": (8, 0), "reference": (1, 0)}, "widgets": {"max_frames": 8}},
+    {"id": 12, "type": "FlipbookXCLIPLoader", "pos": [1180, 860], "size": [320, 80], "widgets": {"model_dir": FLEXICLIP_XCLIP}},
+    {"id": 13, "type": "FlipbookXCLIPSimilarity", "pos": [1600, 720], "size": [320, 130],
+     "links": {"xclip": (12, 0), "frames": (8, 0)}, "widgets": {"text": "a cartoon character is dancing"}},
+]
+
+# Note nodes (UI file only), placed with the workflow.
+NOTES = {
+    "flexiclip_sds": ([40, 560], [320, 260],
+                      "FlexiClip video SDS. The optimiser is set to 3 iterations so that this workflow runs in a "
+                      "minute on a CPU with the tiny test models (make-test-models). For real results set iterations "
+                      "to 1000 (FlexiClip) or 500 (AniClipart) and load ModelScope text-to-video-ms-1.7b (clone "
+                      "ali-vilab/text-to-video-ms-1.7b into models/diffusers; CC BY-NC weights) on a GPU. The X-CLIP "
+                      "score wants microsoft/xclip-base-patch32 in models/xclip."),
+}
+
 # PoseAnimate: the character + a dance (OpenPose JSON), PATA -> inversion -> PACM -> DCAM/MGDM -> sampler
 # (make-test-models writes tiny SD1.5 + ControlNet stand-ins under the names the loader shows; the
 # widgets are small, 4 steps on 128 px, so the file also runs on a CPU).
@@ -213,6 +255,8 @@ INFO = {
                    "stable-diffusion-v1-5 into ComfyUI/models/diffusers and lllyasviel/control_v11p_sd15_openpose "
                    "into ComfyUI/models/controlnet (or pick single files). Small step counts here: raise steps to 50, "
                    "iterations to 5, frames to 16 and size to 512 for the paper's settings.",
+    "flexiclip_sds": "FlexiClip video SDS: clipart + keypoints + text -> learned Bezier motion. Model: ModelScope "
+                     "text-to-video-ms-1.7b in ComfyUI/models/diffusers (GPU); X-CLIP in models/xclip.",
     "flipsketch": "FlipSketch: sketch + text -> sketch animation. Model: clone Hugging Face Hmrishav/t2v_sketch-lora "
                   "into ComfyUI/models/diffusers (the loader reads its checkpoint-2500 folder).",
 }
@@ -224,6 +268,12 @@ def main(names):
         ui, api = build(WORKFLOWS[name], specs)
         if name in INFO:
             ui["extra"]["info"] = INFO[name]
+        if name in NOTES:
+            pos, size, text = NOTES[name]
+            ui["last_node_id"] += 1
+            ui["nodes"].append({"id": ui["last_node_id"], "type": "Note", "pos": pos, "size": size, "flags": {},
+                                "order": len(ui["nodes"]), "mode": 0, "inputs": [], "outputs": [],
+                                "properties": {}, "widgets_values": [text]})
         folder = ROOT / "workflows" / ("external" if name in EXTERNAL else "")
         (folder / "api").mkdir(parents=True, exist_ok=True)
         (folder / f"{name}.json").write_text(json.dumps(ui, indent=1) + "\n")

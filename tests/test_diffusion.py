@@ -197,7 +197,8 @@ def test_nodes_under_inference_mode(tmp_path, monkeypatch, inference):
     from comfyui_flipbook.pipelines.flipsketch.testmodels import write_test_models
 
     monkeypatch.setenv("FLIPBOOK_MODELS_DIR", str(tmp_path))
-    assert t2v_folders() == [FLIPSKETCH_MODEL]          # nothing installed: the name the workflow uses
+    from comfyui_flipbook.pipelines.flexiclip.settings import T2V_MODEL
+    assert t2v_folders() == [FLIPSKETCH_MODEL, T2V_MODEL]   # nothing installed: the names the workflows use
     with pytest.raises(FlipbookInputError, match="not found"):
         FlipbookT2VLoader().load(FLIPSKETCH_MODEL, "fp32")
     write_test_models(str(tmp_path))

@@ -36,7 +36,7 @@ def test_weight_free_default_lands_keypoints_on_trajectory(rig, preset, seed):
 from dataclasses import replace  # noqa: E402
 from types import SimpleNamespace  # noqa: E402
 
-from comfyui_flipbook.pipelines.deform import MeshDeformer, face_jacobians  # noqa: E402
+from comfyui_flipbook.pipelines.deform import MeshDeformer  # noqa: E402
 from comfyui_flipbook.pipelines.diffusion.sampler import sds_gradient, t2v_denoiser  # noqa: E402
 from comfyui_flipbook.pipelines.diffusion.scheduler import make_scheduler  # noqa: E402
 from comfyui_flipbook.pipelines.errors import FlipbookInputError  # noqa: E402
@@ -305,3 +305,101 @@ def test_nodes_run_inside_inference_mode(inference, rig, tmp_path, monkeypatch):
     assert -1 <= score <= 1
     with pytest.raises(FlipbookInputError, match="name"):
         _node("FlipbookFlexiClipCorrectorSave", corrector=corr2, name="../escape")
+
+
+def test_each_pose_is_encoded_once_with_the_same_latents(rig, backbone):
+    """AniClipart's 24 frames are 6 poses: encoding each pose once gives the latents of encoding every frame."""
+    traj = preset_trajectory(rig[1], "sway", n_frames=8, amplitude=0.05)
+    st = replace(TINY, frames=8, loop_num=2, use_mlp=False)
+    losses = []
+    for dedupe in (True, False):
+        obj = SDSObjective(rig[2], traj, backbone, "x", replace(st, dedupe_encode=dedupe))
+        assert len(obj.times) == 2 and len(obj.order) == 8
+        with torch.no_grad():
+            losses.append(float(obj(obj.initial_params())))
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+
+
+def test_a_low_precision_model_gets_latents_in_its_dtype(rig, sway):
+    """A T2V loaded in bf16 (the loader's GPU default): the UNet and VAE see bf16, gradients still arrive."""
+    from comfyui_flipbook.pipelines.diffusion.backbone import tiny_t2v
+    bb = tiny_t2v(0, vae_downscale=8, dtype=torch.bfloat16)
+    obj = SDSObjective(rig[2], sway, bb, "x", replace(TINY, use_mlp=False), corrector=TemporalJacobianCorrector())
+    loss, grads = _grads(obj)
+    assert torch.isfinite(loss) and torch.isfinite(grads[0]).all() and grads[0].abs().sum() > 0
+
+
+@pytest.mark.parametrize("field,name", [("guidance", "guidance"), ("w_skel", "skeleton_weight"), ("lr", "lr"),
+                                        ("lambda_flow", "lambda_flow"), ("constraint_lambda", "constraint_lambda")])
+def test_bad_settings_name_the_input(rig, sway, field, name):
+    for bad in (float("nan"), float("inf"), -1.0):
+        with pytest.raises(FlipbookInputError, match=name):
+            SDSObjective(rig[2], sway, None, "", replace(TINY, **{field: bad}))
+    with pytest.raises(FlipbookInputError, match="flow_mode"):
+        SDSObjective(rig[2], sway, None, "", replace(TINY, flow_mode="fast"))
+
+
+def test_tracks_and_foreign_trajectories_are_refused(rig, sway):
+    from comfyui_flipbook.pipelines.bezier import Trajectory
+    from comfyui_flipbook.pipelines.skeleton import KeypointTrack
+    sk = rig[1]
+    tracks = Trajectory(sk, 4, tracks=KeypointTrack(sway.frames(), None, sk.canvas))
+    with pytest.raises(FlipbookInputError, match="trajectory"):
+        SDSObjective(rig[2], tracks, None, "", TINY)
+    other = preset_trajectory(sk.scaled_to((128, 128)), "sway", n_frames=4)
+    with pytest.raises(FlipbookInputError, match="trajectory"):
+        SDSObjective(rig[2], other, None, "", TINY)
+
+
+def test_preview_reaches_comfyui_progress_bar_as_a_jpeg_preview(monkeypatch):
+    """Inside ComfyUI the optimiser's picture goes to ProgressBar.update_absolute(step, total, ("JPEG", PIL, size)),
+    the format ComfyUI's sampler previews use; outside it the preview is a no-op."""
+    import sys
+    import types as pytypes
+
+    from PIL import Image
+
+    from comfyui_flipbook.nodes._comfy import preview_progress
+    cb, show = preview_progress(3)
+    show(1, torch.zeros(8, 8, 3))                       # plain Python: nothing to show, no error
+    calls, interrupted = [], []
+
+    class Bar:
+        def __init__(self, total):
+            self.total = total
+
+        def update_absolute(self, value, total=None, preview=None):
+            calls.append((value, total, preview))
+    comfy = pytypes.ModuleType("comfy")
+    mm = pytypes.ModuleType("comfy.model_management")
+    mm.throw_exception_if_processing_interrupted = lambda: interrupted.append(1)
+    utils = pytypes.ModuleType("comfy.utils")
+    utils.ProgressBar = Bar
+    monkeypatch.setitem(sys.modules, "comfy", comfy)
+    monkeypatch.setitem(sys.modules, "comfy.model_management", mm)
+    monkeypatch.setitem(sys.modules, "comfy.utils", utils)
+    cb, show = preview_progress(3)
+    cb(1, 3)
+    show(2, torch.rand(8, 16, 3))
+    assert interrupted == [1] and calls[0] == (1, 3, None)
+    value, total, (fmt, picture, size) = calls[1]
+    assert (value, total, fmt, size) == (2, 3, "JPEG", 512)
+    assert isinstance(picture, Image.Image) and picture.size == (16, 8)
+
+
+def test_aniclipart_pose_method_poses_with_arap(rig, sway, backbone):
+    """pose_method="arap" (AniClipart, spec §1.5): the poses come from the ARAP solve; gradients still reach
+    the control points; with a corrector the untrained correction still returns its pose-only animation."""
+    st = replace(TINY, use_mlp=False, pose_method="arap")
+    obj = SDSObjective(rig[2], sway, backbone, "x", st, corrector=TemporalJacobianCorrector())
+    poses, v, v_pose, jr = obj.animate(obj.initial_params())
+    arap = MeshDeformer(rig[2], "arap").deform(poses)
+    flexiclip = MeshDeformer(rig[2], "poisson_bilap").deform(poses)
+    assert torch.equal(v, v_pose) and torch.equal(jr, torch.zeros_like(jr))
+    assert not torch.equal(arap, flexiclip)
+    plain = SDSObjective(rig[2], sway, backbone, "x", st)
+    assert torch.equal(plain.animate(plain.initial_params())[1], arap)
+    loss, grads = _grads(obj)
+    assert torch.isfinite(loss) and grads[0].abs().sum() > 0
+    with pytest.raises(FlipbookInputError, match="pose_method"):
+        SDSObjective(rig[2], sway, None, "", replace(TINY, pose_method="harmonic"))

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import inspect
 import os
 import pathlib
+import sys
 
 import numpy as np
 import torch
@@ -233,7 +235,9 @@ def prepare_models(models_dir: str) -> None:
 
     os.makedirs(models_dir, exist_ok=True)
     for name, write in find_test_model_writers().items():     # each method's once (a stamp per writer)
-        stamp = os.path.join(models_dir, f".written-{name.split('.')[-2]}")
+        # the stamp names the writer's source too: a changed writer (new models) writes again
+        digest = hashlib.sha256(inspect.getsource(sys.modules[write.__module__]).encode()).hexdigest()[:12]
+        stamp = os.path.join(models_dir, f".written-{name.split('.')[-2]}-{digest}")
         if not os.path.exists(stamp):
             write(models_dir)
             open(stamp, "w").close()

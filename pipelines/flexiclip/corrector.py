@@ -140,17 +140,18 @@ class TemporalJacobianCorrector(nn.Module):
 
 
 def corrected_vertices(deformer, targets: torch.Tensor, corrector: TemporalJacobianCorrector | None,
-                       times: torch.Tensor | None = None):
+                       times: torch.Tensor | None = None, pose_deformer=None):
     """``(V, V_pose, Jᴿ)`` for keypoint targets [S,K,2] (spec §2.3 "Composition").
 
-    The pose Jacobians are those of FlexiClip's pose solve, ``Jᴾ = jac(solve(I, T))`` (§2.2.3); the
-    pose-only animation is ``V_pose = solve(Jᴾ, T)`` and the corrected one ``V = solve(Jᴾ + Jᴿ, T)``:
-    with ``Jᴿ ≡ 0`` (an untrained corrector) the two are the same tensor values, bitwise. Without a
-    corrector: ``(solve(I, T), same, None)``.
+    The pose Jacobians are those of FlexiClip's pose solve, ``Jᴾ = jac(solve(I, T))`` (§2.2.3), or of
+    ``pose_deformer``'s poses (AniClipart's ARAP, §2.3 "Spatial Jacobians"); the pose-only animation is
+    ``V_pose = solve(Jᴾ, T)`` and the corrected one ``V = solve(Jᴾ + Jᴿ, T)`` with ``deformer``'s Poisson
+    system: with ``Jᴿ ≡ 0`` (an untrained corrector) the two are the same tensor values, bitwise.
+    Without a corrector: ``(the pose solve, same, None)``.
     """
     from ..deform import face_jacobians
 
-    v_rest = deformer.deform(targets)
+    v_rest = (pose_deformer or deformer).deform(targets)
     if corrector is None:
         return v_rest, v_rest, None
     jp = face_jacobians(deformer.mesh, v_rest)

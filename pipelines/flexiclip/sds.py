@@ -8,8 +8,8 @@ One iteration (:class:`SDSObjective`):
    (§1.4); ``c0`` stays the keypoint;
 2. the S distinct poses on the curves, ``u = unique(frame_times)`` (AniClipart: 6 poses played
    forward-back, twice, for 24 frames, §1.4);
-3. FlexiClip's Poisson solve with λ = 1 (§2.2.2), then, with a corrector, ``J = Jᴾ + Jᴿ`` and a
-   second solve (:func:`.corrector.corrected_vertices`);
+3. FlexiClip's Poisson solve with λ = 1 (§2.2.2; or AniClipart's ARAP, ``pose_method="arap"``), then,
+   with a corrector, ``J = Jᴾ + Jᴿ`` and a Poisson solve (:func:`.corrector.corrected_vertices`);
 4. the textured-mesh render at ``render_size``² (§2.5), the frames in play order, one shared random
    perspective + resized crop for every frame (§1.7 "Augmentation");
 5. the VAE encoder with gradients (chunks of frames, each recomputed in the backward pass so memory
@@ -19,8 +19,9 @@ One iteration (:class:`SDSObjective`):
 6. ``+ w_skel · L_skel`` (bone lengths of every pose against the rest pose, in px of a 256² canvas,
    §1.2), and with a corrector ``+ λ_flow (term1 + term2)`` (§2.3): term2 = the area-weighted mean
    ‖Jᴿ‖², term1 the score difference between the corrected and the pose-only render, noised with the
-   same t and ε: "dds" (default) ``0.5 Σ (z - (z - w(ε̂(z_t) - ε̂(zᴾ_t)))).detach())²``, which reuses the
-   SDS forward so it costs one more guided UNet call and no UNet backward; "exact"
+   same t and ε: "dds" (default) ``0.5 Σ (z - (z - w(ε̂(z_t) - ε̂(zᴾ_t)))).detach())²``, which shares
+   the SDS forward (zᴾ rides in the same batched UNet call: one call, 4 forwards with CFG, no UNet
+   backward; the pose-only render is encoded without a graph); "exact"
    ``‖ε̂(z_t) - ε̂(zᴾ_t).detach()‖² / σ_t²`` with the UNet in the graph (GPU memory). Both terms
    have gradients; the official code's flow term has none (§2.2.5).
 
@@ -50,6 +51,7 @@ from .pipeline import Animation
 from .settings import FLEXICLIP_LAMBDA
 
 FLOW_MODES = ("dds", "exact")
+POSE_METHODS = ("poisson_bilap", "arap")
 
 
 @dataclass(frozen=True)
@@ -77,7 +79,9 @@ class SDSSettings:
     lambda_flow: float = 15.0         # [S] (§2.1); the official code has none (§2.2.5)
     flow_mode: str = "dds"
     constraint_lambda: float = FLEXICLIP_LAMBDA
+    pose_method: str = "poisson_bilap"  # FlexiClip's pose solve (§2.2.3); "arap": AniClipart's (§1.5, λ scales 3000²)
     vae_chunk: int = 8
+    dedupe_encode: bool = True        # ours: encode each distinct pose once (same latents)
     fp16: bool = False                # autocast the UNet and VAE on a GPU (AniClipart runs fp16)
     seed: int = 1000                  # §4 node 11
     preview_every: int = 10
@@ -173,26 +177,33 @@ def posterior_noise(backbone, frames: int, size: int, generator: torch.Generator
     return torch.randn(frames, c, size // s, size // s, generator=generator)
 
 
-def encode_with_grad(backbone, frames: torch.Tensor, noise: torch.Tensor, chunk: int = 8) -> torch.Tensor:
-    """[N,H,W,3] in 0..1 -> latents (1, C, N, h, w) = posterior sample (mean + std · ``noise``) ·
-    scaling factor (§1.7), differentiable wrt the frames. Chunks of frames are checkpointed: the
-    backward pass re-runs one chunk's encoder at a time (the noise is given, so the re-run is exact)."""
+def encode_with_grad(backbone, frames: torch.Tensor, noise: torch.Tensor, chunk: int = 8,
+                     order: torch.Tensor | None = None) -> torch.Tensor:
+    """[S,H,W,3] in 0..1 -> latents (1, C, N, h, w) = posterior sample (mean + std · ``noise`` [N,C,h,w]) ·
+    scaling factor (§1.7), differentiable wrt the frames. ``order`` [N] plays the S pictures as N frames
+    (AniClipart's 24 frames are 6 poses: each is encoded once, every frame keeps its own noise; None:
+    S = N). Chunks are checkpointed: the backward pass re-runs one chunk's encoder at a time."""
     from torch.utils.checkpoint import checkpoint
 
     vae = backbone.vae
     dev = next(vae.parameters()).device
     x = (frames.permute(0, 3, 1, 2) * 2 - 1).to(dev, backbone.dtype)
-    noise = noise.to(dev, backbone.dtype)
 
-    def enc(xc, nc):
+    def enc(xc):
         dist = vae.encode(xc).latent_dist
-        return dist.mean + dist.std * nc
+        return dist.mean, dist.std
 
-    parts = []
+    means, stds = [], []
     for i in range(0, x.shape[0], max(1, int(chunk))):
-        xc, nc = x[i:i + chunk], noise[i:i + chunk]
-        parts.append(checkpoint(enc, xc, nc, use_reentrant=False) if xc.requires_grad else enc(xc, nc))
-    return (torch.cat(parts) * vae.config.scaling_factor).permute(1, 0, 2, 3)[None]
+        xc = x[i:i + chunk]
+        m, s = checkpoint(enc, xc, use_reentrant=False) if xc.requires_grad else enc(xc)
+        means.append(m)
+        stds.append(s)
+    mean, std = torch.cat(means), torch.cat(stds)
+    if order is not None:
+        mean, std = mean[order.to(dev)], std[order.to(dev)]
+    z = mean + std * noise.to(dev, backbone.dtype)
+    return (z * vae.config.scaling_factor).permute(1, 0, 2, 3)[None]
 
 
 def bone_lengths(points: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
@@ -240,6 +251,7 @@ class SDSObjective:
         self.extra_loss = extra_loss
         self.corrector = corrector
         self.deformer = MeshDeformer(mesh, "poisson_bilap", st.constraint_lambda)
+        self.pose_deformer = MeshDeformer(mesh, "arap", st.constraint_lambda) if st.pose_method == "arap" else None
         loop, cycles = ("once", 1) if st.loop_num == 0 else ("aniclipart", st.loop_num)
         self.loop, self.cycles = loop, cycles
         u_all = frame_times(st.frames, loop, cycles)
@@ -292,14 +304,23 @@ class SDSObjective:
             names = [n for n, _ in self.corrector.named_parameters()]
             values = dict(zip(names, params[self.n_first:]))
             corr = lambda jp, u: torch.func.functional_call(self.corrector, values, (jp, u))  # noqa: E731
-        v, v_pose, jr = corrected_vertices(self.deformer, poses, corr, self.times)
+        v, v_pose, jr = corrected_vertices(self.deformer, poses, corr, self.times, self.pose_deformer)
         return poses, v, v_pose, jr
 
-    def render(self, vertices: torch.Tensor) -> torch.Tensor:
-        """Frames in play order [N, R, R, 3] from the poses' vertices."""
+    def render(self, vertices: torch.Tensor, play: bool = True) -> torch.Tensor:
+        """Frames in play order [N, R, R, 3] from the poses' vertices (``play=False``: one per pose)."""
         r = self.s.render_size
         img, _ = render_mesh(self.mesh, vertices.float(), out_size=(r, r), return_alpha=False)
-        return img[self.order]
+        return img[self.order] if play else img
+
+    def encode(self, pictures: torch.Tensor) -> torch.Tensor:
+        """One picture per pose (augmented) -> the clip's latents, each pose encoded once (ours) or, with
+        ``dedupe_encode`` off, every frame as the official code does (same result, 4x the VAE work)."""
+        st = self.s
+        with self._autocast():
+            if st.dedupe_encode:
+                return encode_with_grad(self.backbone, pictures, self.posterior, st.vae_chunk, self.order).float()
+            return encode_with_grad(self.backbone, pictures[self.order], self.posterior, st.vae_chunk).float()
 
     # -- the loss --------------------------------------------------------------------------------
     def _autocast(self):
@@ -308,15 +329,18 @@ class SDSObjective:
 
     def _guided(self, z_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         poll(self.check)
+        if self.backbone is not None:                   # a bf16/fp16 model takes latents in its dtype
+            z_t = z_t.to(self.backbone.dtype)
         with self._autocast():
             return self.denoiser(z_t, t).float()
 
     def __call__(self, params: list[torch.Tensor]) -> torch.Tensor:
         st, g = self.s, self.generator
         poses, v, v_pose, jr = self.animate(params)
-        frames = self.render(v)
+        pictures = self.render(v, play=False)
+        frames = pictures[self.order]
         grid = augmentation_grid(st.render_size, g, distortion=st.perspective, scale=st.crop_scale) if st.augment else None
-        x = augment_frames(frames, grid) if grid is not None else frames
+        x = augment_frames(pictures, grid) if grid is not None else pictures   # one shared warp: per pose = per frame
         parts = {}
         loss = skeleton_loss(poses, self.rest_points, self.edges, 1.0 / self.px) * st.w_skel
         parts["skeleton"] = float(loss.detach())
@@ -327,20 +351,28 @@ class SDSObjective:
         t = torch.randint(st.t_min, st.t_max, (), generator=g)
         if self.backbone is not None:
             poll(self.check)
-            self.posterior = posterior_noise(self.backbone, x.shape[0], st.render_size, g)
-            with self._autocast():
-                z = encode_with_grad(self.backbone, x, self.posterior, st.vae_chunk).float()
+            self.posterior = posterior_noise(self.backbone, st.frames, st.render_size, g)
+            z = self.encode(x)
             noise = torch.randn(z.shape, generator=g).to(z.device)
             self.noise = noise                          # tests' mock denoisers read it
-            sched = self.scheduler
-            den = lambda zt, tt: self._guided(zt, tt)  # noqa: E731
-            grad = sds_gradient(den, z, t.to(z.device), noise, sched)
-            grad = torch.nan_to_num(grad)               # AniClipart asserts/cleans NaN (A:losses.py:156-161)
+            sched, tt = self.scheduler, t.to(z.device)
+            flow = jr is not None and st.lambda_flow > 0
+            if flow and st.flow_mode == "dds":
+                # the pose-only render rides in the SDS call: one UNet call of both latents, same t and ε
+                zp = self._pose_latents(v_pose, grid)
+                both = sds_gradient(self._guided, torch.cat([z.detach(), zp]), tt, torch.cat([noise, noise]), sched)
+                grad, grad_p = torch.nan_to_num(both).chunk(2)
+            else:
+                grad = torch.nan_to_num(sds_gradient(self._guided, z, tt, noise, sched))
+            # (AniClipart asserts/cleans NaN, A:losses.py:156-161)
             sds = 0.5 * ((z - (z - grad).detach()) ** 2).sum()
             parts["sds"] = float(sds.detach())
             loss = loss + sds
-            if jr is not None and st.lambda_flow > 0:
-                term1 = self._flow_score(z, v_pose, grid, t, noise, grad)
+            if flow:
+                if st.flow_mode == "dds":             # w(t)(ε̂(z_t) - ε̂(zᴾ_t)): the noise cancels
+                    term1 = 0.5 * ((z - (z - (grad - grad_p)).detach()) ** 2).sum()
+                else:
+                    term1 = self._exact_flow_score(z, self._pose_latents(v_pose, grid), tt, noise)
                 term2 = self._jr_energy(jr)
                 parts["flow_score"], parts["flow_jr"] = float(term1.detach()), float(term2.detach())
                 loss = loss + st.lambda_flow * (term1 + term2)
@@ -356,20 +388,16 @@ class SDSObjective:
         area = self.mesh.areas().to(jr)
         return ((jr ** 2).sum((-1, -2)) * area).sum(-1).mean() / area.sum()
 
-    def _flow_score(self, z, v_pose, grid, t, noise, grad) -> torch.Tensor:
-        """Term 1 (§2.3): the corrected render's score against the pose-only render's, same t and ε."""
-        st = self.s
+    def _pose_latents(self, v_pose, grid) -> torch.Tensor:
+        """Latents of the pose-only render (same augmentation and posterior noise), without a graph."""
         with torch.no_grad():
-            xp = self.render(v_pose.detach())
-            xp = augment_frames(xp, grid) if grid is not None else xp
-            with self._autocast():
-                zp = encode_with_grad(self.backbone, xp, self.posterior, st.vae_chunk).float()
-        sched, tt = self.scheduler, t.to(z.device)
-        if st.flow_mode == "dds":
-            grad_p = torch.nan_to_num(sds_gradient(lambda a, b: self._guided(a, b), zp, tt, noise, sched))
-            g_flow = grad - grad_p                     # w(t)(ε̂(z_t) - ε̂(zᴾ_t)): the noise cancels
-            return 0.5 * ((z - (z - g_flow).detach()) ** 2).sum()
-        a = sched.alphas_cumprod[int(t)].to(z)
+            xp = self.render(v_pose.detach(), play=False)
+            return self.encode(augment_frames(xp, grid) if grid is not None else xp)
+
+    def _exact_flow_score(self, z, zp, tt, noise) -> torch.Tensor:
+        """Term 1, exact (§2.3 (b)): ‖ε̂(z_t) - ε̂(zᴾ_t)‖² / σ_t², the UNet in the graph."""
+        sched = self.scheduler
+        a = sched.alphas_cumprod[int(tt)].to(z)
         with torch.no_grad():
             zp_t = sched.add_noise(zp, noise, tt)
             _, eps_p = sched.split(self._guided(zp_t, tt), tt, zp_t)
@@ -385,12 +413,15 @@ def _check_settings(st: SDSSettings) -> None:
     check_range("guidance", st.guidance, 0.0, 1000.0)
     if not 0 <= st.t_min < st.t_max <= 1000:
         fail("t_min / t_max", "0 <= t_min < t_max <= 1000", f"{st.t_min} / {st.t_max}")
+    if st.pose_method not in POSE_METHODS:
+        fail("pose_method", " / ".join(POSE_METHODS), repr(st.pose_method))
     if st.flow_mode not in FLOW_MODES:
         fail("flow_mode", " / ".join(FLOW_MODES), repr(st.flow_mode))
     if st.loop_num and st.frames < 2 * st.loop_num:
         fail("frames", f"at least {2 * st.loop_num} for loop_num {st.loop_num}", str(st.frames))
-    for name in ("lr", "w_skel", "lambda_flow"):
-        check_range(name, float(getattr(st, name)), 0.0, 1e6)
+    for name, attr in (("lr", "lr"), ("skeleton_weight", "w_skel"), ("lambda_flow", "lambda_flow"),
+                       ("constraint_lambda", "constraint_lambda")):   # named as the node's widgets
+        check_range(name, float(getattr(st, attr)), 0.0, 1e9)
 
 
 @dataclass
