@@ -146,7 +146,7 @@ def test_resume_continues_bit_for_bit(tmp_path):
     a, b = load_file(straight["weights"]), load_file(resumed["weights"])
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     st = torch.load(resumed["state"], weights_only=True)
-    assert st["optimizer"]["param_groups"][0]["lr"] == pytest.approx(2e-6)     # 2e-4 · 0.1 · 0.1
+    assert st["optimizer"]["param_groups"][0]["lr"] == pytest.approx(1e-5)     # 1e-3 · 0.1 · 0.1
     rows = open(tmp_path / "a" / "log.csv").read().splitlines()
     assert rows[0].startswith("step,epoch,lr") and len(rows) == 6
     model = cpabmm.load_model(resumed["weights"])                 # the Loader's format, config inside
@@ -259,3 +259,31 @@ def test_find_best_frame_with_a_landmark_stand_in():
         drv[i, 0, 0, 0] = i / 255
     assert find_best_frame(drv[2:3], drv, landmarks=pose) in (0, 2)      # same shape as the source's
     assert find_best_frame(drv[1:2], drv, landmarks=pose) == 1
+
+
+def test_evaluate_node_runs_in_inference_mode_on_a_trained_checkpoint(tmp_path, monkeypatch):
+    from comfyui_flipbook.nodes import cpabmm as nodes
+
+    summary = _run(tmp_path / "run", small_config(), steps=1)
+    folder = tmp_path / "models" / "cpabmm"
+    folder.mkdir(parents=True)
+    os.replace(summary["weights"], folder / "trained.safetensors")
+    monkeypatch.setenv("FLIPBOOK_MODELS_DIR", str(tmp_path / "models"))
+    video = SyntheticMotion(1, held_out=True).video(0, 3).permute(0, 2, 3, 1)
+    with torch.inference_mode():
+        (model,) = nodes.FlipbookCPABMMLoader().load("trained.safetensors", "auto")
+        l1, ident, frames, report = nodes.FlipbookCPABMMEvaluate().evaluate(model, video, 0)
+    assert frames.shape == video.shape and 0 < l1 < 1 and 0 < ident < 1 and "identity" in report
+    with pytest.raises(FlipbookInputError, match="video"):
+        nodes.FlipbookCPABMMEvaluate().evaluate(model, torch.rand(2, 3, 8), 0)
+
+
+def test_relative_mode_measures_motion_from_the_chosen_initial_frame():
+    torch.manual_seed(0)
+    m = cpabmm.CPABMM(train_config("tiny-64")["model"]).eval()
+    drv = SyntheticMotion(1).video(0, 3).permute(0, 2, 3, 1)
+    run = lambda i: cpabmm.animate(m, drv[:1], drv, mode="relative", max_iter=2, initial_frame=i)   # noqa: E731
+    assert torch.equal(run(0), cpabmm.animate(m, drv[:1], drv, mode="relative", max_iter=2))
+    assert not torch.equal(run(2), run(0))
+    with pytest.raises(FlipbookInputError, match="initial_frame"):
+        run(3)

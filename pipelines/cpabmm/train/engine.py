@@ -319,7 +319,12 @@ def _resume(model, optimizer, optimizer_bg, scheduler, scheduler_bg, weights_pat
     for name, sd in sds.items():
         module = getattr(model, name, None)
         if module is not None:
-            module.load_state_dict(sd, strict=True)
+            try:
+                module.load_state_dict(sd, strict=True)
+            except RuntimeError as exc:
+                raise FlipbookInputError(f"resume: expected {weights_path!r} to come from the same config; its "
+                                         f"{name} does not fit ({str(exc)[:200]}); use another --out or "
+                                         "--no-resume") from None
     try:
         st = torch.load(state_path, map_location="cpu", weights_only=True)
     except Exception as exc:
