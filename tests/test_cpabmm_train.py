@@ -192,13 +192,29 @@ def test_dataset_layouts_pairs_videos_and_augmentations(tmp_path):
     ims = [Image.fromarray(f) for f in frames]
     ims[0].save(tmp_path / "anim.gif", save_all=True, append_images=ims[1:], duration=50)
     (tmp_path / "notes.txt").write_text("ignored")
+    n_videos = 3
+    try:
+        import av
+    except ImportError:
+        av = None
+    if av is not None:                                          # .mp4 through PyAV (the 'train' extra)
+        with av.open(str(tmp_path / "clip.mp4"), "w") as c:
+            st = c.add_stream("mpeg4", rate=10)
+            st.width = st.height = 16
+            st.pix_fmt = "yuv420p"
+            for f in frames:
+                for packet in st.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                    c.mux(packet)
+            for packet in st.encode():
+                c.mux(packet)
+        n_videos = 4
     aug = train_config("mgif-256")["dataset"]["augmentation_params"]
     aug = {**aug, "crop_param": {"size": [16, 16]}}
     for is_train in (True, False):
         ds = FramesDataset(str(tmp_path), frame_shape=(16, 16, 3), is_train=is_train, augmentation_params=aug)
-        assert len(ds) == 3                                     # <5 videos: no random split
+        assert len(ds) == n_videos                              # <5 videos: no random split
     ds = FramesDataset(str(tmp_path), frame_shape=(16, 16, 3), augmentation_params=aug)
-    for i in range(3):
+    for i in range(n_videos):
         p = ds.pair(i, seed=i)
         assert p["source"].shape == (3, 16, 16) and 0 <= float(p["source"].min()) <= float(p["source"].max()) <= 1
         again = ds.pair(i, seed=i)                              # the seed decides everything
