@@ -1,6 +1,7 @@
 """CPABMM training: configs, losses, gradients, one step, resume, DDP, datasets, evaluation."""
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -162,9 +163,13 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     common = ["-m", "comfyui_flipbook", "train-cpabmm", "--config", str(cfg_file), "--data", "synthetic",
               "--steps", "2", "--workers", "0", "--name", "t"]
-    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",
-                    *common, "--out", str(tmp_path / "ddp")], check=True, env=env, timeout=240,
-                   capture_output=True)
+    with socket.socket() as sock:                       # a free port for the rendezvous
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+                          f"--master_port={port}", *common, "--out", str(tmp_path / "ddp")], env=env, timeout=240,
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-3000:]
     one = engine.train(json.loads(cfg_file.read_text()), "synthetic", str(tmp_path / "one"), workers=0,
                        progress=False, name="t", steps=2, accumulate=2)
     a, b = load_file(str(tmp_path / "ddp" / "cpabmm-t.safetensors")), load_file(one["weights"])

@@ -231,4 +231,7 @@ def prepare_models(models_dir: str) -> None:
 
     if not os.path.isdir(os.path.join(models_dir, "diffusers")):
         make_test_models(models_dir)
+    else:          # a cached folder follows the shipped CPABMM model (a file copy)
+        from comfyui_flipbook.pipelines.cpabmm.testmodels import write_test_models
+        write_test_models(models_dir)
     os.environ["FLIPBOOK_MODELS_DIR"] = models_dir
