@@ -308,3 +308,20 @@ def test_relative_mode_measures_motion_from_the_chosen_initial_frame():
     assert not torch.equal(run(2), run(0))
     with pytest.raises(FlipbookInputError, match="initial_frame"):
         run(3)
+
+
+def test_an_official_yaml_layout_reads_as_the_release_config():
+    y = {"dataset_params": {"root_dir": "x", "frame_shape": None, "id_sampling": True},
+         "model_params": {"common_params": {"num_tps": 10, "num_channels": 3, "bg": True, "multi_mask": True},
+                          "generator_params": {"block_expansion": 64, "max_features": 512, "num_down_blocks": 3},
+                          "dense_motion_params": {"block_expansion": 64, "max_features": 1024, "num_blocks": 5,
+                                                  "scale_factor": 0.25, "max_iter": 200},
+                          "avd_network_params": {"id_bottle_size": 128, "pose_bottle_size": 128}},
+         "train_params": {"num_repeats": 300, "lr_generator": 1e-4, "bg_start": 0, "dropout_maxp": 0.7,
+                          "dropout_startp": 0.0, "sam_model_path": "p", "use_vit_loss": True}}
+    cfg = train_config(y)
+    taichi = train_config("taichi-256")
+    assert cfg["model"]["max_iter"] == 200 and cfg["model"]["common"]["num_cpab"] == 10
+    assert cfg["model"]["common"] == taichi["model"]["common"] and cfg["model"]["size"] == 256
+    for k in ("num_repeats", "bg_start", "dropout_maxp", "dropout_startp", "loss_weights", "epoch_milestones"):
+        assert cfg["train"][k] == taichi["train"][k], k
