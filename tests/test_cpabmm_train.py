@@ -325,3 +325,15 @@ def test_an_official_yaml_layout_reads_as_the_release_config():
     assert cfg["model"]["common"] == taichi["model"]["common"] and cfg["model"]["size"] == 256
     for k in ("num_repeats", "bg_start", "dropout_maxp", "dropout_startp", "loss_weights", "epoch_milestones"):
         assert cfg["train"][k] == taichi["train"][k], k
+
+
+def test_the_shipped_small_model_beats_copying_the_source(tmp_path):
+    from comfyui_flipbook.pipelines.cpabmm.train.evaluate import reconstruction_l1
+
+    (path,) = cpabmm.write_test_models(str(tmp_path))            # what make-test-models installs
+    model = cpabmm.load_model(path)
+    assert model.config["size"] == 64 and "trained_on" in model.config and model.bg_predictor is not None
+    res = reconstruction_l1(model, SyntheticMotion(4, held_out=True), max_frames=8)
+    assert res.l1 < 0.9 * res.identity_l1, res
+    (rand,) = cpabmm.write_test_models(str(tmp_path / "random"), trained=False)
+    assert "trained_on" not in cpabmm.load_model(rand).config
