@@ -86,8 +86,9 @@ def main():
 
     torch.set_num_threads(1)
     path = args.checkpoint
+    scratch = tempfile.TemporaryDirectory(prefix="cpabmm_train_") if path is None and args.out is None else None
     if path is None:
-        out = args.out or tempfile.mkdtemp(prefix="cpabmm_train_")
+        out = args.out or scratch.name
         t = time.perf_counter()
         summary = engine.train(SMALL_MODEL, "synthetic", out, steps=args.steps, batch_size=args.batch, workers=0,
                                progress=False, name="tiny-64", resume=False)
@@ -102,6 +103,8 @@ def main():
         print(f"shipped model ({os.path.relpath(SHIPPED)}, 1920 steps at batch 4): held-out L1 {shipped.l1:.5f} "
               f"(identity {shipped.identity_l1:.5f}, {100 * (1 - shipped.l1 / shipped.identity_l1):.1f}% lower)")
     torch.set_num_threads(n)
+    if scratch is not None:
+        scratch.cleanup()
     print(f"RESULT iter_s={speed1:.4f} cpab_fit_share={share:.3f} heldout_l1={res.l1:.5f} "
           f"identity_l1={res.identity_l1:.5f}")
 
