@@ -127,7 +127,7 @@ def test_optimiser_steps_lower_the_loss_on_a_fixed_batch():
     for _ in range(3):
         out, _ = net(src, drv, seeds, epoch=5)          # past dropout: the same objective every step
         loss = sum(out.values())
-        values.append(float(loss))
+        values.append(float(loss.detach()))
         opt.zero_grad()
         loss.backward()
         opt.step()
