@@ -337,3 +337,22 @@ def test_the_shipped_small_model_beats_copying_the_source(tmp_path):
     assert res.l1 < 0.9 * res.identity_l1, res
     (rand,) = cpabmm.write_test_models(str(tmp_path / "random"), trained=False)
     assert "trained_on" not in cpabmm.load_model(rand).config
+
+
+def test_user_supplied_vgg19_and_dino_weights_switch_the_losses_on(tmp_path):
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    vgg = losses.VGG19Features()
+    save_file({f"features.{k}": v.contiguous() for k, v in vgg.features.state_dict().items()},
+              str(tmp_path / "vgg19.safetensors"))
+    loaded = losses.load_vgg19(str(tmp_path / "vgg19.safetensors"))
+    assert torch.equal(loaded.features[28].weight, vgg.features[28].weight)        # torchvision indices
+    vit = losses.ViT(dim=16, depth=2, heads=2, patch=8, grid=4)
+    torch.save(vit.state_dict(), tmp_path / "dino.pth")
+    assert losses.load_dino(str(tmp_path / "dino.pth"), dim=16, depth=2, heads=2, patch=8, grid=4) is not None
+    with pytest.raises(FlipbookInputError, match="vgg19"):
+        losses.load_vgg19(str(tmp_path / "dino.pth"))
+    summary = engine.train(small_config(), "synthetic", str(tmp_path / "run"), steps=1, workers=0, progress=False,
+                           vgg19=str(tmp_path / "vgg19.safetensors"))
+    assert summary["perceptual"] == "vgg19" and summary["losses"]["perceptual"] > 0
