@@ -123,9 +123,14 @@ def _load_config_arg(value: str):
     if not os.path.isfile(value):
         return value
     with open(value, encoding="utf-8") as fh:
-        if value.lower().endswith((".yaml", ".yml")):
-            import yaml
+        if value.lower().endswith((".yaml", ".yml")):     # ours, or an official config/*.yaml
+            try:
+                import yaml
+            except ImportError:
+                from .pipelines.errors import FlipbookInputError
 
+                raise FlipbookInputError("config: a .yaml file needs PyYAML (pip install pyyaml), or give "
+                                         "a .json file; got PyYAML missing") from None
             return yaml.safe_load(fh)
         return json.load(fh)
 

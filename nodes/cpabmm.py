@@ -115,6 +115,39 @@ class FlipbookCPABMMConvert:
             return (cpabmm.convert_to_safetensors(src, None, preset),)
 
 
+class FlipbookCPABMMEvaluate:
+    DESCRIPTION = ("Reconstruction L1 of the CPABMM release (spec cpab.md §2.6): the first frame of a video is the "
+                   "source and every frame is driven by itself (standard mode, background predictor when present). "
+                   "Lower is better; the identity baseline copies the first frame. Use held-out videos.")
+    CATEGORY = CAT
+    FUNCTION = "evaluate"
+    RETURN_TYPES = ("FLOAT", "FLOAT", "IMAGE", "STRING")
+    RETURN_NAMES = ("l1", "identity_l1", "reconstruction", "report")
+    OUTPUT_TOOLTIPS = ("Mean |reconstruction − frame| over all frames, in 0..1 units.",
+                       "The same for copying the first frame (a model should beat it).",
+                       "The reconstructed frames [F,H,W,3].",
+                       "Both numbers as text.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model": (MODEL, {"tooltip": "From Flipbook CPABMM Loader."}),
+            "video": ("IMAGE", {"tooltip": "A held-out video (e.g. from Flipbook Load Frames); frame 0 is the source."}),
+            "max_iter": W.iterations(cpabmm.ANIMATE.max_iter, "Adam iterations of the local θ fits (global: 1.5×). "
+                                     "0 = the preset's.", max=2000),
+        }}
+
+    def evaluate(self, model, video, max_iter):
+        from ..pipelines.cpabmm.train.evaluate import reconstruct_video
+        from ..pipelines.errors import check_image
+
+        video = check_image("video", video, channels=(3,))
+        cb = progress_callback(int(video.shape[0]), "CPABMM evaluate")
+        pred, l1, ident = reconstruct_video(model, video.clone(), max_iter=max_iter, callback=cb)
+        free_memory()
+        return (l1, ident, pred, f"reconstruction L1 {l1:.5f} (identity {ident:.5f}) over {video.shape[0]} frames")
+
+
 class FlipbookLoadFrames:
     DESCRIPTION = ("Loads every frame of an animated WebP/GIF/PNG (or one still picture) from ComfyUI's input folder "
                    "as an IMAGE batch. Core LoadImage keeps only the first frame.")
@@ -149,11 +182,13 @@ NODE_CLASS_MAPPINGS = {
     "FlipbookCPABMMLoader": FlipbookCPABMMLoader,
     "FlipbookCPABMMAnimate": FlipbookCPABMMAnimate,
     "FlipbookCPABMMConvert": FlipbookCPABMMConvert,
+    "FlipbookCPABMMEvaluate": FlipbookCPABMMEvaluate,
     "FlipbookLoadFrames": FlipbookLoadFrames,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "FlipbookCPABMMLoader": "Flipbook CPABMM Loader",
     "FlipbookCPABMMAnimate": "Flipbook CPABMM Animate",
     "FlipbookCPABMMConvert": "Flipbook CPABMM Convert to safetensors",
+    "FlipbookCPABMMEvaluate": "Flipbook CPABMM Evaluate (reconstruction L1)",
     "FlipbookLoadFrames": "Flipbook Load Frames",
 }

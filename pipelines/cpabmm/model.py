@@ -44,13 +44,14 @@ class CPABMM(nn.Module):
 
 # --- checkpoints ------------------------------------------------------------------------------------
 
-def save_safetensors(model: CPABMM, path: str) -> str:
+def save_safetensors(model: CPABMM, path: str, metadata: dict | None = None) -> str:
+    """The Loader's format; ``metadata`` adds string entries (training writes its step)."""
     from safetensors.torch import save_file
 
     flat = {f"{m}.{k}": v.detach().contiguous().cpu() for m, sd in model.module_state_dicts().items()
             for k, v in sd.items()}
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    save_file(flat, path, metadata={METADATA_KEY: json.dumps(model.config)})
+    save_file(flat, path, metadata={**(metadata or {}), METADATA_KEY: json.dumps(model.config)})
     return path
 
 

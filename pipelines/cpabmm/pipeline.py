@@ -85,12 +85,13 @@ def _to_model(images: torch.Tensor, size: int) -> torch.Tensor:
 @torch.no_grad()
 def animate(model: CPABMM, source: torch.Tensor, driving: torch.Tensor, *, mode: str = ANIMATE.mode,
             max_iter: int | None = ANIMATE.max_iter, use_bg: bool = ANIMATE.use_bg, batch: int = ANIMATE.batch,
-            callback: StepCallback | None = None, check: Check | None = None) -> torch.Tensor:
+            initial_frame: int = 0, callback: StepCallback | None = None, check: Check | None = None) -> torch.Tensor:
     """Animate ``source`` IMAGE [1,H,W,3] with the motion of ``driving`` IMAGE [F,h,w,3] -> [F,H,W,3].
 
     mode: :data:`MODES` (spec §2.7); max_iter: the local fits' Adam iterations (0 or None: the
     config's); use_bg: the background predictor when the checkpoint has one; batch: driving frames
-    per pass.
+    per pass; initial_frame: the driving frame whose keypoints the relative mode measures motion from
+    (C:demo.py --find_best_frame; :func:`.best_frame.find_best_frame` picks it).
     """
     # 1. Check inputs
     if mode not in MODES:
@@ -108,9 +109,13 @@ def animate(model: CPABMM, source: torch.Tensor, driving: torch.Tensor, *, mode:
     kp_s = model.kp_detector(src)["fg_kp"]
     src_small = model.dense_motion_network.downsample(src)
     motion = tuple(src_small.shape[2:])
-    kp_d0 = None
-    frames = []
     n = driving.shape[0]
+    if not 0 <= int(initial_frame) < n:
+        fail("initial_frame", f"a driving frame index in 0..{n - 1}", str(initial_frame))
+    kp_d0 = None
+    if int(initial_frame) > 0:
+        kp_d0 = model.kp_detector(_to_model(driving[int(initial_frame):int(initial_frame) + 1], size).to(dev))["fg_kp"]
+    frames = []
     for i in range(0, n, batch):
         # 3. Driving keypoints, moved onto the source (relative / AVD / as detected)
         poll(check)

@@ -33,6 +33,8 @@ def _train(**over) -> dict:
 
 
 def _dataset(size: int, id_sampling: bool = True, **aug) -> dict:
+    """The release's dataset_params. frame_shape: the release's ``null`` reads frames as stored (its
+    datasets come pre-sized); ours resizes any video to the model's size."""
     augmentation = {"flip_param": {"horizontal_flip": True, "time_flip": True}, "jitter_param": dict(_JITTER)}
     augmentation.update(aug)
     return {"frame_shape": [size, size, 3], "id_sampling": id_sampling, "augmentation_params": augmentation}
@@ -52,9 +54,10 @@ TRAIN_CONFIGS = {
                                  _dataset(256, id_sampling=False, crop_param={"size": [256, 256]},
                                           resize_param={"ratio": [0.9, 1.1]}, jitter_param={"hue": 0.5})),
     # Ours: 64², tiny networks (settings.tiny_config), a schedule counted in short epochs of the
-    # synthetic data (train.synthetic); the weight-free perceptual stand-in unless VGG19 is given.
+    # synthetic data (train.synthetic); the weight-free perceptual stand-in unless VGG19 is given;
+    # lr 1e-3 (ours: tiny networks learn in a few hundred CPU steps; the releases use 1e-4).
     "tiny-64": lambda: {"model": tiny_config("vox"),
-                        "train": _train(num_epochs=12, num_repeats=1, epoch_milestones=[9, 11], lr_generator=2e-4,
+                        "train": _train(num_epochs=12, num_repeats=1, epoch_milestones=[9, 11], lr_generator=1e-3,
                                         batch_size=8, checkpoint_freq=2, dropout_epoch=2, dropout_inc_epoch=1,
                                         bg_start=0, dataloader_workers=0),
                         "dataset": {**_dataset(64, id_sampling=False), "synthetic_clips": 640}},
@@ -64,7 +67,7 @@ TRAIN_CONFIGS = {
 def train_config(name_or_cfg) -> dict:
     """A deep copy of a named training config, or a user dict completed from vox-256's defaults."""
     if isinstance(name_or_cfg, dict):
-        cfg = copy.deepcopy(name_or_cfg)
+        cfg = from_release_yaml(name_or_cfg) if "model_params" in name_or_cfg else copy.deepcopy(name_or_cfg)
         base = TRAIN_CONFIGS.get(cfg.get("base", "vox-256"), TRAIN_CONFIGS["vox-256"])()
         base["model"] = normalise_config(cfg.get("model", base["model"]))
         base["train"] = _merge(base["train"], cfg.get("train", {}))
@@ -73,6 +76,25 @@ def train_config(name_or_cfg) -> dict:
     if name_or_cfg not in TRAIN_CONFIGS:
         fail("config", f"one of {tuple(TRAIN_CONFIGS)} (or a JSON/YAML file)", repr(name_or_cfg))
     return TRAIN_CONFIGS[name_or_cfg]()
+
+
+def from_release_yaml(y: dict) -> dict:
+    """An official config/*.yaml (model_params / train_params / dataset_params) in our layout."""
+    mp = y["model_params"]
+    dense = dict(mp.get("dense_motion_params", {}))
+    model = {"common": dict(mp.get("common_params", {})), "generator": dict(mp.get("generator_params", {})),
+             "dense_motion": dense, "avd": dict(mp.get("avd_network_params", {}))}
+    if "max_iter" in dense:
+        model["max_iter"] = dense.pop("max_iter")
+    model["common"].pop("multi_mask", None)
+    ds = {k: v for k, v in y.get("dataset_params", {}).items() if k != "root_dir"}
+    shape = ds.get("frame_shape")
+    model["size"] = int(shape[0]) if shape else 256
+    preset = "mgif" if not model["common"].get("bg", True) else ("ted" if model["size"] == 384 else "vox")
+    model["preset"] = preset
+    train = {k: v for k, v in y.get("train_params", {}).items() if k not in ("sam_model_path", "use_vit_loss")}
+    return {"base": {"vox": "vox-256", "ted": "ted-384", "mgif": "mgif-256"}[preset], "model": model,
+            "train": train, "dataset": {k: v for k, v in ds.items() if v is not None}}
 
 
 def _merge(a: dict, b: dict) -> dict:

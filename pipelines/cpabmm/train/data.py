@@ -9,6 +9,7 @@ one at a time and only the two frames an item needs are kept; nothing holds the 
 from __future__ import annotations
 
 import os
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -118,25 +119,33 @@ class Video:
         if self._n is None:
             if self.kind == "dir":
                 self._n = len(self.files)
-            elif self.kind == "video":
-                self._n = _video_frames(self.path)
-            elif self.kind == "anim":
-                self._n = _pil_frames(self.path)
             else:
-                from PIL import Image
-
                 try:
-                    with Image.open(self.path) as im:
-                        w, h = im.size
+                    mtime = os.path.getmtime(self.path)
                 except OSError as exc:
                     raise _err(self.path, exc) from None
-                fw = self.frame_shape[1] if self.frame_shape else h
-                if w % fw:
-                    raise _err(self.path, f"a strip {w} px wide is no whole number of {fw}-px frames")
-                self._n = w // fw
+                self._n = _count(self.path, self.kind, tuple(self.frame_shape or ()), mtime)
             if self._n < 1:
                 raise _err(self.path, "no frames")
         return self._n
+
+    def count(self) -> int:
+        """Frames in the file, read from it (``len`` remembers this per file)."""
+        if self.kind == "video":
+            return _video_frames(self.path)
+        if self.kind == "anim":
+            return _pil_frames(self.path)
+        from PIL import Image
+
+        try:
+            with Image.open(self.path) as im:
+                w, h = im.size
+        except OSError as exc:
+            raise _err(self.path, exc) from None
+        fw = self.frame_shape[1] if self.frame_shape else h
+        if w % fw:
+            raise _err(self.path, f"a strip {w} px wide is no whole number of {fw}-px frames")
+        return w // fw
 
     def frames(self, idx) -> list[torch.Tensor]:
         if self.kind == "dir":
@@ -148,6 +157,13 @@ class Video:
         strip = _pil_frames(self.path, [0])[0]
         fw = strip.shape[2] // len(self)
         return [strip[:, :, i * fw:(i + 1) * fw] for i in idx]
+
+
+@lru_cache(maxsize=4096)
+def _count(path: str, kind: str, frame_shape: tuple, mtime: float) -> int:
+    """Frame count of a video file, remembered per (path, mtime): a container without a frame count
+    is decoded once, not at every item."""
+    return Video(path, frame_shape or None).count()
 
 
 def _resize(t, shape):

@@ -158,12 +158,6 @@ def _load_sched(s, st: dict) -> None:
     s.load_state_dict(st)
 
 
-def _atomic(path: str, write) -> None:
-    tmp = path + ".part"
-    write(tmp)
-    os.replace(tmp, path)
-
-
 def train(config, data: str, out: str, options: TrainOptions | None = None, callback=None, **kw) -> dict:
     """Train CPABMM; returns a summary (paths, steps, last losses). ``callback(step, total, losses)``."""
     opt = options or TrainOptions(**kw)
@@ -227,12 +221,14 @@ def train(config, data: str, out: str, options: TrainOptions | None = None, call
     def save(epoch_done: int | None):
         if rank != 0:
             return
-        _atomic(weights_path, lambda p: save_safetensors(model, p))
+        save_safetensors(model, weights_path + ".part", {"cpabmm_train_step": str(step)})
         state = {"step": torch.tensor(step), "seed": torch.tensor(opt.seed), "global_batch": torch.tensor(batch),
                  "optimizer": optimizer.state_dict(), "scheduler": _sched_state(scheduler)}
         if optimizer_bg is not None:
             state.update(optimizer_bg=optimizer_bg.state_dict(), scheduler_bg=_sched_state(scheduler_bg))
-        _atomic(state_path, lambda p: torch.save(state, p))
+        torch.save(state, state_path + ".part")
+        os.replace(weights_path + ".part", weights_path)       # both written first: a stop leaves a pair
+        os.replace(state_path + ".part", state_path)
         if epoch_done is not None and (epoch_done + 1) % max(1, int(tp["checkpoint_freq"])) == 0:
             save_safetensors(model, os.path.join(out, "checkpoints", f"{epoch_done:08d}-cpabmm.safetensors"))
 
@@ -319,7 +315,12 @@ def _resume(model, optimizer, optimizer_bg, scheduler, scheduler_bg, weights_pat
     for name, sd in sds.items():
         module = getattr(model, name, None)
         if module is not None:
-            module.load_state_dict(sd, strict=True)
+            try:
+                module.load_state_dict(sd, strict=True)
+            except RuntimeError as exc:
+                raise FlipbookInputError(f"resume: expected {weights_path!r} to come from the same config; its "
+                                         f"{name} does not fit ({str(exc)[:200]}); use another --out or "
+                                         "--no-resume") from None
     try:
         st = torch.load(state_path, map_location="cpu", weights_only=True)
     except Exception as exc:
@@ -328,6 +329,13 @@ def _resume(model, optimizer, optimizer_bg, scheduler, scheduler_bg, weights_pat
     if int(st["global_batch"]) != batch or int(st["seed"]) != seed:
         fail("resume", f"the same global batch and seed as the run in {os.path.dirname(state_path)!r} "
                        f"(batch {int(st['global_batch'])}, seed {int(st['seed'])})", f"batch {batch}, seed {seed}")
+    from safetensors import safe_open
+
+    with safe_open(weights_path, framework="pt") as fh:
+        written = (fh.metadata() or {}).get("cpabmm_train_step")
+    if written is not None and int(written) != int(st["step"]):
+        fail("resume", f"weights and training state of the same step in {os.path.dirname(state_path)!r}",
+             f"weights of step {written}, state of step {int(st['step'])}")
     optimizer.load_state_dict(st["optimizer"])
     _load_sched(scheduler, st["scheduler"])
     if optimizer_bg is not None and "optimizer_bg" in st:

@@ -23,6 +23,15 @@ class Reconstruction:
     frames: int
 
 
+def reconstruct_video(model: CPABMM, video: torch.Tensor, *, max_iter: int = 0, batch: int = 4,
+                      callback: StepCallback | None = None) -> tuple[torch.Tensor, float, float]:
+    """One video IMAGE [F,H,W,3]: (reconstruction [F,H,W,3], L1, identity L1), frame 0 the source."""
+    with torch.no_grad():
+        pred = animate(model, video[:1], video, mode="standard", max_iter=max_iter, use_bg=True, batch=batch,
+                       callback=callback)
+    return pred, float((pred - video).abs().mean()), float((video[:1] - video).abs().mean())
+
+
 def reconstruction_l1(model: CPABMM, dataset, *, max_videos: int = 0, max_frames: int = 0, max_iter: int = 0,
                       callback: StepCallback | None = None) -> Reconstruction:
     """``dataset``: anything with ``len`` and ``video(i, max_frames) -> [F,3,H,W]`` (a test
@@ -34,10 +43,9 @@ def reconstruction_l1(model: CPABMM, dataset, *, max_videos: int = 0, max_frames
     frames = 0
     for i in range(n):
         video = dataset.video(i, max_frames).permute(0, 2, 3, 1)           # IMAGE [F,H,W,3]
-        with torch.no_grad():
-            pred = animate(model, video[:1], video, mode="standard", max_iter=max_iter, use_bg=True)
-        total += float((pred - video).abs().mean(dim=(1, 2, 3)).sum())
-        ident += float((video[:1] - video).abs().mean(dim=(1, 2, 3)).sum())
+        _, l1, l1_identity = reconstruct_video(model, video, max_iter=max_iter)
+        total += l1 * video.shape[0]
+        ident += l1_identity * video.shape[0]
         frames += video.shape[0]
         report(callback, i + 1, n)
     return Reconstruction(total / frames, ident / frames, n, frames)

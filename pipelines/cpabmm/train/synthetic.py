@@ -36,10 +36,10 @@ class SyntheticMotion:
     :data:`HELD_OUT`, disjoint from the training clips."""
 
     def __init__(self, clips: int = 2000, *, size: int = 64, frames: int = 12, seed: int = 0,
-                 held_out: bool = False, wiggle: float = 0.25):
+                 held_out: bool = False, wiggle: float = 0.25, camera: float = 0.12):
         self.clips, self.size, self.num_frames, self.seed = int(clips), int(size), int(frames), int(seed)
         self.offset = HELD_OUT if held_out else 0
-        self.wiggle = wiggle
+        self.wiggle, self.camera = wiggle, camera
 
     def __len__(self):
         return self.clips
@@ -65,9 +65,9 @@ class SyntheticMotion:
         rgb = _hue(rgb[None], u(0, 1))[0] if float(torch.rand((), generator=g)) < 0.7 else rgb
         sprite = torch.cat([rgb * sprite[3:], sprite[3:]], 0)
         motion = {k: (u(*c), u(*a), u(0.5, 1.5), u(0, 2 * math.pi)) for k, c, a in (
-            ("tx", (-0.25, 0.25), (0.05, 0.3)), ("ty", (-0.15, 0.15), (0.03, 0.2)),
-            ("rot", (-0.3, 0.3), (0.05, 0.5)), ("scale", (0.75, 1.0), (0.0, 0.15)))}
-        drift = (u(-0.05, 0.05), u(-0.05, 0.05))
+            ("tx", (-0.25, 0.25), (0.05, 0.2)), ("ty", (-0.15, 0.15), (0.03, 0.15)),
+            ("rot", (-0.3, 0.3), (0.05, 0.3)), ("scale", (0.75, 1.0), (0.0, 0.1)))}
+        drift = (u(-self.camera, self.camera), u(-self.camera, self.camera), u(0, 2 * math.pi))
         wig = cpab.random_params((3, 3), self.num_frames, strength=self.wiggle, length_scale=0.3, mode="wiggle",
                                  seed=int(torch.randint(2 ** 31, (), generator=g))) if self.wiggle > 0 else None
         return bg, sprite, motion, drift, wig
@@ -83,7 +83,9 @@ class SyntheticMotion:
         theta = torch.zeros(n, 2, 3)
         theta[:, 0, 0], theta[:, 0, 1] = cos / sc, sin / sc
         theta[:, 1, 0], theta[:, 1, 1] = -sin / sc, cos / sc
-        off = torch.stack([val["tx"], val["ty"]], 1)
+        # the camera: the background texture pans by δ(t) (texture units), the character with it
+        cam = torch.tensor(drift[:2]).view(1, 2) * torch.sin(2 * math.pi * t + drift[2]).view(n, 1)
+        off = torch.stack([val["tx"], val["ty"]], 1) - 2 * cam
         theta[:, :, 2] = -(theta[:, :, :2] @ off.unsqueeze(-1)).squeeze(-1)
         grid = F.affine_grid(theta, (n, 4, s, s), align_corners=False)
         src = sprite[None].expand(n, -1, -1, -1)
@@ -93,11 +95,9 @@ class SyntheticMotion:
         fg = F.grid_sample(src, grid, align_corners=False, padding_mode="zeros")
         if bg.shape[1] == s:
             back = bg[None].expand(n, -1, -1, -1)
-        else:
-            shift = torch.tensor(drift).view(1, 1, 1, 2) * torch.sin(2 * math.pi * t).view(n, 1, 1, 1)
-            base = F.affine_grid(torch.eye(2, 3)[None].expand(n, -1, -1) * 0.5 + torch.tensor(
-                [[0, 0, 0], [0, 0, 0.0]]), (n, 3, s, s), align_corners=False)
-            back = F.grid_sample(bg[None].expand(n, -1, -1, -1), base + shift, align_corners=False,
+        else:                                     # the central half of a 2× texture, panned
+            base = F.affine_grid(torch.eye(2, 3)[None].expand(n, -1, -1) * 0.5, (n, 3, s, s), align_corners=False)
+            back = F.grid_sample(bg[None].expand(n, -1, -1, -1), base + cam.view(n, 1, 1, 2), align_corners=False,
                                  padding_mode="reflection")
         return (fg[:, :3] + back * (1 - fg[:, 3:])).clamp(0, 1)
 
