@@ -186,7 +186,8 @@ export class Editor {
     this.error = "";
     this.serverControl = null;       // the random preset's control points, from the preview route
     this.history = null;
-    this.preview = new PreviewClient(`${CLIENT}-${node.id}`, (out) => this.onPreview(out), (msg) => { this.error = msg; this.paint(); });
+    // one client id per editor instance: a reloaded graph reuses node ids, its editors start over
+    this.preview = new PreviewClient(`${CLIENT}-${node.id}-${Math.random().toString(36).slice(2, 8)}`, (out) => this.onPreview(out), (msg) => { this.error = msg; this.paint(); });
     this.build();
     this.image.onload = () => { this.imageSize = [this.image.naturalHeight, this.image.naturalWidth]; this.sync(true); };
     this.poll = setInterval(() => this.sync(false), 250);
@@ -303,6 +304,8 @@ export class Editor {
         s.error = err.message;
       }
     } else {
+      const linked = ["target_keypoints", "trajectory"].filter((n) => node.inputs?.find((i) => i.name === n)?.link != null);
+      if (linked.length) s.note = `${linked.join(" and ")} connected: the node uses that, not these targets`;
       s.sources = s.model.points;
       try {
         s.targets = G.readTargets(value(node, "targets_json", ""), s.sources);
@@ -331,7 +334,7 @@ export class Editor {
       this.imageSize = null;
       if (picture) this.image.src = picture;
     }
-    const sig = JSON.stringify([s.kpw, s.tr, this.kind === "warp" ? value(this.node, "targets_json", "") : null,
+    const sig = JSON.stringify([s.kpw, s.tr, s.note, this.kind === "warp" ? value(this.node, "targets_json", "") : null,
                                 s.picture?.request, this.kind === "warp" ? value(this.node, "frames", 16) : null, this.imageSize]);
     if (!force && sig === this.lastSig) return;
     this.lastSig = sig;
@@ -450,7 +453,7 @@ export class Editor {
     const [h, w] = s.canvas || DEFAULT_CANVAS;
     const n = s.model?.points.length ?? 0;
     const ms = this.quick?.ms ?? this.lastMs;
-    return `${n} points · ${w}×${h}px${ms != null ? ` · preview ${Math.round(ms)} ms` : ""}`;
+    return `${s.note ? `${s.note} · ` : ""}${n} points · ${w}×${h}px${ms != null ? ` · preview ${Math.round(ms)} ms` : ""}`;
   }
 
   paintPreview() {
