@@ -13,7 +13,7 @@ from ..pipelines.deform import METHODS
 from ..pipelines.mesh import BACKENDS, build_mesh
 from ..pipelines.metrics import animation_metrics
 from ..pipelines.preview import draw_preview
-from ._comfy import executing_node_id, progress_callback
+from ._comfy import executing_node_id, progress_callback, with_animated_preview
 from .image import INVERT_TIP, silhouette
 from .preview_route import remember_image
 from . import widgets as W
@@ -246,7 +246,8 @@ class FlipbookMeshRender:
         h, w = animation.mesh.canvas
         size = None if scale == 1.0 else (max(1, round(h * scale)), max(1, round(w * scale)))
         cb = progress_callback(animation.n_frames, "render")
-        return render_animation(animation, background=_BACKGROUNDS[background], out_size=size, callback=cb)
+        frames, mask = render_animation(animation, background=_BACKGROUNDS[background], out_size=size, callback=cb)
+        return with_animated_preview((frames, mask), frames)
 
 
 class FlipbookAnimationMetrics:

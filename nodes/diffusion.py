@@ -17,7 +17,7 @@ from ..pipelines.diffusion.vae import POSTERIORS, VAE_RANGES, decode_latents
 from ..pipelines.errors import fail
 from ..pipelines.flipsketch.settings import FLIPSKETCH_MODEL
 from ._comfy import (FileList, check_interrupted, grad_enabled, intermediate_device, list_models, model_path, offload_device,
-                     on_compute_device, progress_callback, torch_device)
+                     on_compute_device, progress_callback, torch_device, with_animated_preview)
 
 from . import widgets as W
 from .types import EMBEDS, INVERSION, T2V
@@ -195,7 +195,8 @@ class FlipbookVideoDecode:
 
     def decode(self, model, latent, chunk):
         with on_device(model, "vae"):
-            return (decode_latents(model, latent["samples"], chunk=chunk),)
+            frames = decode_latents(model, latent["samples"], chunk=chunk)
+        return with_animated_preview((frames,), frames, fps=8.0)
 
 
 NODE_CLASS_MAPPINGS = {c.__name__: c for c in (FlipbookT2VLoader, FlipbookTinyT2V, FlipbookTextEncode,
