@@ -654,6 +654,22 @@ def test_editors_edit_on_the_picture_and_the_run_follows(server, browser_page, t
         err_edit, err_base = (got - want).abs().mean().item(), (got - before).abs().mean().item()
         assert err_edit < 0.02 and err_base > 2 * err_edit, (err_edit, err_base)
         assert not torch.equal(want, before)
+        shown = outputs.get("6", {})                      # Mesh Render shows the animation in the node
+        assert shown.get("animated") in ([True], (True,)) and shown["images"][0]["type"] == "temp", shown
+        item = shown["images"][0]
+        assert _webp_frames(server.base / "temp" / item.get("subfolder", "") / item["filename"]).shape[0] == got.shape[0]
+        page.evaluate(_FOCUS_NODE, [6, 1.0])
+        page.wait_for_timeout(1000)
+        page.screenshot(path=str(shots / f"mesh_render_preview_{tag}.png"))
+
+        # the editor follows its node's size
+        page.evaluate(_FOCUS_NODE, [2, 0.8])
+        w0 = page.evaluate("() => app.graph.getNodeById(2).__flipbookEditor.canvas.getBoundingClientRect().width")
+        page.evaluate("() => { const n = app.graph.getNodeById(2); n.setSize([n.size[0] + 300, n.size[1] + 120]);"
+                      " app.canvas.setDirty(true, true); }")
+        page.wait_for_timeout(800)
+        w1 = page.evaluate("() => app.graph.getNodeById(2).__flipbookEditor.canvas.getBoundingClientRect().width")
+        assert w1 > w0 + 50, (w0, w1)
 
         # 4. A reloaded workflow keeps the edits; the editor's undo takes the handle back
         saved = page.evaluate("() => app.graph.serialize()")
