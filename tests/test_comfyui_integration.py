@@ -130,6 +130,8 @@ def server(tmp_path_factory):
     pkg = tmp / "pkg"
     pkg.mkdir()
     (pkg / "comfyui_flipbook").symlink_to(REPO, target_is_directory=True)
+    if importlib.util.find_spec("comfyui_flipbook") is None:  # the tests import the pack too (this checkout)
+        sys.path.insert(0, str(pkg))
 
     made = subprocess.run([COMFYUI_PYTHON, "-m", "comfyui_flipbook", "make-test-models", str(base / "models")],
                           env=_pack_env(pkg), capture_output=True, text=True, timeout=600)
@@ -598,8 +600,6 @@ def test_editors_edit_on_the_picture_and_the_run_follows(server, browser_page, t
     tag = _frontend_tag(page, vue)
     shots = Path(os.environ.get("FLIPBOOK_SCREENSHOT_DIR") or tmp_path_factory.mktemp("screenshots"))
     shots.mkdir(parents=True, exist_ok=True)
-    if importlib.util.find_spec("comfyui_flipbook") is None:     # the harness's link to this checkout
-        sys.path.insert(0, str(server.base.parent / "pkg"))
     runner = _module("workflow_run")
     path = REPO / "workflows" / "clipart_bezier.json"
     try:
@@ -659,7 +659,10 @@ def test_editors_edit_on_the_picture_and_the_run_follows(server, browser_page, t
         item = shown["images"][0]
         assert _webp_frames(server.base / "temp" / item.get("subfolder", "") / item["filename"]).shape[0] == got.shape[0]
         page.evaluate(_FOCUS_NODE, [6, 1.0])
-        page.wait_for_timeout(1000)
+        page.wait_for_function("() => { const n = app.graph.getNodeById(6); const el = document.querySelector("
+                               "'[data-node-id=\"6\"] img'); return !!((el && el.complete && el.naturalWidth) || "
+                               "(n.imgs?.[0]?.complete && n.imgs[0].naturalWidth)); }", timeout=30_000)
+        page.wait_for_timeout(500)
         page.screenshot(path=str(shots / f"mesh_render_preview_{tag}.png"))
 
         # the editor follows its node's size
