@@ -687,6 +687,34 @@ def test_editors_edit_on_the_picture_and_the_run_follows(server, browser_page, t
         page.evaluate("() => app.graph.getNodeById(4).__flipbookEditor.undo()")
         page.wait_for_timeout(300)
         assert json.loads(page.evaluate(_WIDGET, [4, "control_json"])) == control
+
+        # 5. Keys and the right button stay in the editor: Delete removes the hovered keypoint (not the
+        #    node), the graph's undo (Ctrl+Z) brings it back and the editor follows, a right click
+        #    deletes, Shift-drag between two points adds a bone
+        page.evaluate(_FOCUS_NODE, [2, 1.0])
+        n = len(points)
+        last = _client_point(page, 2, points[-1])
+        page.mouse.click(*_client_point(page, 2, points[-2]))           # focus the editor (selects, adds nothing)
+        page.mouse.move(*last)
+        page.keyboard.press("Delete")
+        page.wait_for_timeout(200)
+        assert page.evaluate("() => !!app.graph.getNodeById(2)"), "Delete removed the node"
+        assert len(json.loads(page.evaluate(_WIDGET, [2, "points_json"]))) == n - 1
+        page.keyboard.press("Control+z")
+        page.wait_for_timeout(200)
+        assert json.loads(page.evaluate(_WIDGET, [2, "points_json"])) == points
+        page.mouse.click(*last, button="right")
+        page.wait_for_timeout(200)
+        assert len(json.loads(page.evaluate(_WIDGET, [2, "points_json"]))) == n - 1
+        page.keyboard.press("Control+z")
+        page.wait_for_timeout(200)
+        edges = json.loads(page.evaluate(_WIDGET, [2, "edges_json"]))
+        page.keyboard.down("Shift")
+        _mouse_drag(page, _client_point(page, 2, points[-2]), _client_point(page, 2, points[2]))
+        page.keyboard.up("Shift")
+        page.wait_for_timeout(200)
+        assert json.loads(page.evaluate(_WIDGET, [2, "edges_json"])) == edges + [[n - 2, 2]]
+        assert json.loads(page.evaluate(_WIDGET, [2, "points_json"])) == points, "a bone drag moves nothing"
     finally:
         if vue:
             _frontend_mode(page, False)

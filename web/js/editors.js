@@ -1,13 +1,15 @@
 // ComfyUI-Flipbook: editors on the picture with a live animated preview.
 //
 // Keypoints (JSON): click to add, drag to move, right-click or Delete to delete, Shift-drag (or the
-// Bones tool) from one point to another to add/remove a bone, the Root tool (or R) marks the root,
-// Ctrl+Z / Ctrl+Y undo/redo. Bezier Trajectory: drag each keypoint's handles (orange squares; click a
-// keypoint for its end handle), the node's preset is the start; a timeline scrubs and plays. CPAB
-// Keypoint Warp / Fit: drag each keypoint to its target. Values live in the node's own widgets
-// (points_json, edges_json, root; control_json; targets_json): they save with the workflow, travel in
-// the API prompt and stay editable as text (the editor follows the text). The preview comes from the
-// pack's POST /flipbook/preview: one frame while dragging, the whole animation when the mouse rests.
+// Bones tool) from one point to another to add/remove a bone, the Root tool (or R) marks the root.
+// Bezier Trajectory: drag each keypoint's handles (orange squares; click a keypoint for its end
+// handle), the node's preset is the start; a timeline scrubs and plays. CPAB Keypoint Warp / Fit:
+// drag each keypoint to its target (right-click: back to its source). Ctrl+Z / Ctrl+Y are the graph's
+// undo and redo (the editors follow); the ↶ ↷ buttons undo one editor's own edits. Values live in
+// the node's own widgets (points_json, edges_json, root; control_json; targets_json): they save with
+// the workflow, travel in the API prompt and stay editable as text (the editor follows the text). The
+// preview comes from the pack's POST /flipbook/preview: one frame while dragging, the whole
+// animation when the mouse rests.
 import * as G from "./editor_geometry.js";
 import { drawArrows, drawCurves, drawFrame, drawPicture, drawSkeleton } from "./editor_draw.js";
 
@@ -212,8 +214,8 @@ export class Editor {
     }
     if (this.kind === "trajectory") bar.appendChild(button("Reset curves", "Clear control_json: the preset alone", () => this.commitControl("")));
     if (this.kind === "warp") bar.appendChild(button("Reset targets", "Every target back at its source", () => this.commitTargets("")));
-    bar.appendChild(button("↶", "Undo (Ctrl+Z)", () => this.undo()));
-    bar.appendChild(button("↷", "Redo (Ctrl+Y)", () => this.redo()));
+    bar.appendChild(button("↶", "Undo this editor's last edit (Ctrl+Z undoes the graph's)", () => this.undo()));
+    bar.appendChild(button("↷", "Redo this editor's edit (Ctrl+Y redoes the graph's)", () => this.redo()));
     this.status = bar.appendChild(document.createElement("span"));
     this.status.style.cssText = "margin-left:4px;white-space:nowrap;overflow:hidden;text-overflow:ellipsis;flex:1";
     const row = document.createElement("div");
@@ -611,8 +613,9 @@ export class Editor {
     const s = this.state;
     const key = e.key.toLowerCase();
     let done = true;
-    if ((e.ctrlKey || e.metaKey) && key === "z" && !e.shiftKey) this.undo();
-    else if ((e.ctrlKey || e.metaKey) && (key === "y" || (key === "z" && e.shiftKey))) this.redo();
+    // Ctrl+Z / Ctrl+Y are the graph's undo/redo (ComfyUI's change tracker sees every edit here, see
+    // graphChanged): handling them here too would undo twice. The ↶ ↷ buttons undo this editor alone.
+    if (e.ctrlKey || e.metaKey) done = false;
     else if ((key === "delete" || key === "backspace") && this.kind === "keypoints" && s?.model) {
       const i = this.hover >= 0 ? this.hover : this.selected;
       if (i >= 0) { this.commitModel(G.deletePoint(s.model, i)); this.selected = -1; this.hover = -1; }
