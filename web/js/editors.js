@@ -189,10 +189,26 @@ export class Editor {
     this.serverControl = null;       // the random preset's control points, from the preview route
     this.history = null;
     // one client id per editor instance: a reloaded graph reuses node ids, its editors start over
-    this.preview = new PreviewClient(`${CLIENT}-${node.id}-${Math.random().toString(36).slice(2, 8)}`, (out) => this.onPreview(out), (msg) => { this.error = msg; this.paint(); });
+    this.preview = new PreviewClient(`${CLIENT}-${node.id}-${Math.random().toString(36).slice(2, 8)}`, (out) => this.onPreview(out), (msg) => {
+      // a picture that is no Load Image file is kept by the server once the node has run
+      this.error = msg.startsWith("node:") ? "no picture yet: run the workflow once (it is no Load Image file)" : msg;
+      this.paint();
+    });
     this.build();
-    this.image.onload = () => { this.imageSize = [this.image.naturalHeight, this.image.naturalWidth]; this.sync(true); };
+    this.pictureCanvas = null;       // a server-held picture comes downscaled: its original size maps the points
+    this.image.onload = () => {
+      this.imageSize = this.pictureCanvas || [this.image.naturalHeight, this.image.naturalWidth];
+      this.sync(true);
+    };
     this.poll = setInterval(() => this.sync(false), 250);
+    // the node holding the picture ran: ask for its (new) picture a moment later
+    this.onExecuting = (e) => {
+      const id = e?.detail?.node ?? e?.detail;
+      if (this.heldNode != null && String(id) === String(this.heldNode)) {
+        setTimeout(() => this.state?.picture?.request && this.fetchHeld(this.state.picture.request), 1500);
+      }
+    };
+    api?.addEventListener?.("executing", this.onExecuting);
     this.player = setInterval(() => this.tick(), 1000 / 12);
   }
 
@@ -260,6 +276,7 @@ export class Editor {
   }
 
   destroy() {
+    api?.removeEventListener?.("executing", this.onExecuting);
     clearInterval(this.poll);
     clearInterval(this.player);
     this.preview.stop();
@@ -334,8 +351,11 @@ export class Editor {
     if (picture !== this.imageUrl) {
       this.imageUrl = picture;
       this.imageSize = null;
+      this.pictureCanvas = null;
       if (picture) this.image.src = picture;
     }
+    this.heldNode = !picture ? s.picture?.request?.node ?? null : null;
+    if (this.heldNode && !this.imageSize && Date.now() - (this.heldAsked || 0) > 5000) this.fetchHeld(s.picture.request);
     const sig = JSON.stringify([s.kpw, s.tr, s.note, this.kind === "warp" ? value(this.node, "targets_json", "") : null,
                                 s.picture?.request, this.kind === "warp" ? value(this.node, "frames", 16) : null, this.imageSize]);
     if (!force && sig === this.lastSig) return;
@@ -346,6 +366,19 @@ export class Editor {
     else if (own !== this.history.current) this.history.push(own);
     this.paint();
     if (!s.error) this.preview.rest(this.previewBody(s), force ? 50 : 200);
+  }
+
+  /** The picture the server keeps from the node's last run (no Load Image upstream). */
+  async fetchHeld(request) {
+    this.heldAsked = Date.now();
+    try {
+      const res = await api.fetchApi("/flipbook/preview", { method: "POST", headers: { "Content-Type": "application/json" },
+                                                            body: JSON.stringify({ ...request, kind: "picture", max_side: 256 }) });
+      if (!res.ok) return;                      // not run yet: the editor works on a blank canvas
+      const out = await res.json();
+      if (this.imageUrl || !out.png?.[0]) return;
+      if (this.image.src !== out.png[0]) { this.pictureCanvas = out.canvas; this.image.src = out.png[0]; }
+    } catch { /* offline: keep the blank canvas */ }
   }
 
   previewBody(s) {
