@@ -98,6 +98,53 @@ def executing_node_id():
     return None if ctx is None else ctx.node_id
 
 
+# --- animated previews in the node ------------------------------------------------------------
+
+PREVIEW_MAX_SIDE = 512       # px: a node preview, not an output (Save nodes write the real thing)
+PREVIEW_MAX_FRAMES = 240     # longer animations are shown with every n-th frame
+
+
+def with_animated_preview(result: tuple, frames, *, fps: float = 12.0):
+    """A node's outputs plus, inside ComfyUI while the node runs, its frames shown in the node as an
+    animation: ``{"ui": {"images": [...], "animated": (True,)}, "result": result}``, the form of core
+    SaveAnimatedWEBP's preview (an animated WebP in ComfyUI's temp folder, downscaled to at most
+    ``PREVIEW_MAX_SIDE``). Outside ComfyUI (plain Python, tests) ``result`` itself. The tensors are
+    never changed; a preview that cannot be written is skipped with a warning."""
+    fp = _try_import("folder_paths")
+    if fp is None or executing_node_id() is None or not isinstance(frames, torch.Tensor) or frames.dim() != 4 \
+            or frames.shape[0] < 1:
+        return result
+    try:
+        ui = _write_preview(fp.get_temp_directory(), frames, fps)
+    except Exception as exc:  # a preview must never fail the node
+        import logging
+        logging.getLogger("comfyui_flipbook").warning("could not write the animated preview: %s", exc)
+        return result
+    return {"ui": ui, "result": tuple(result)}
+
+
+def _write_preview(folder: str, frames: torch.Tensor, fps: float) -> dict:
+    import math
+    import uuid
+
+    from PIL import Image
+
+    n = int(frames.shape[0])
+    x = frames.detach()[::max(1, math.ceil(n / PREVIEW_MAX_FRAMES))][..., :3].float().cpu()
+    h, w = x.shape[1:3]
+    s = min(1.0, PREVIEW_MAX_SIDE / max(h, w))
+    if s < 1.0:
+        x = torch.nn.functional.interpolate(x.permute(0, 3, 1, 2), size=(max(1, round(h * s)), max(1, round(w * s))),
+                                            mode="area").permute(0, 2, 3, 1)
+    arr = (x.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+    ims = [Image.fromarray(a) for a in arr]
+    os.makedirs(folder, exist_ok=True)
+    name = f"flipbook_preview_{uuid.uuid4().hex[:12]}.webp"
+    ims[0].save(os.path.join(folder, name), format="WEBP", save_all=True, append_images=ims[1:], loop=0,
+                duration=max(1, round(1000 / max(fps, 0.1))), quality=80, method=0)
+    return {"images": [{"filename": name, "subfolder": "", "type": "temp"}], "animated": (len(ims) > 1,)}
+
+
 # --- devices -------------------------------------------------------------------------------
 
 def torch_device() -> torch.device:

@@ -13,7 +13,7 @@ from ..pipelines.deform import METHODS
 from ..pipelines.mesh import BACKENDS, build_mesh
 from ..pipelines.metrics import animation_metrics
 from ..pipelines.preview import draw_preview
-from ._comfy import executing_node_id, progress_callback
+from ._comfy import executing_node_id, progress_callback, with_animated_preview
 from .image import INVERT_TIP, silhouette
 from .preview_route import remember_image
 from . import widgets as W
@@ -252,7 +252,8 @@ class FlipbookMeshRender:
         budget.check("scale", animation.n_frames * oh * ow * 16 + 8 * oh * ow * 64,
                      f"{animation.n_frames} frames of {ow}x{oh}")
         cb = progress_callback(animation.n_frames, "render")
-        return render_animation(animation, background=_BACKGROUNDS[background], out_size=size, callback=cb)
+        frames, mask = render_animation(animation, background=_BACKGROUNDS[background], out_size=size, callback=cb)
+        return with_animated_preview((frames, mask), frames)
 
 
 class FlipbookAnimationMetrics:

@@ -8,7 +8,7 @@ from ..pipelines.cpab import WARP
 from ..pipelines.cpab.fit import METHODS as OPTIMIZERS
 from ..pipelines.cpab.warp import INTERPOLATIONS, PADDINGS, RANDOM_MODES
 from ..pipelines.errors import FlipbookInputError, check_image, check_mask, fail
-from ._comfy import progress_callback
+from ._comfy import progress_callback, with_animated_preview
 from .image import resolve_mask
 from . import widgets as W
 from .types import CPAB_PARAMS as PARAMS
@@ -145,7 +145,8 @@ class FlipbookCPABKeypointWarp:
             weights=cpab.weights_from_json(weights_json, src.shape[0]), warm_start=warm_start,
             fit_callback=progress_callback(n_fit, "CPAB fit"),
             render_callback=progress_callback(frames if tgt.dim() == 2 else n_fit, "CPAB render"))
-        return (*_outputs(result, size), result.params)
+        out = (*_outputs(result, size), result.params)
+        return with_animated_preview(out, out[0])
 
 
 class FlipbookCPABFit:
@@ -228,7 +229,7 @@ class FlipbookCPABApply:
         out, mask_out, flow = _outputs(result, size)
         if out is None:
             out = torch.zeros(result.params.num_frames, size[0], size[1], 3)
-        return out, mask_out, flow
+        return with_animated_preview((out, mask_out, flow), out if image is not None else mask_out[..., None].expand(-1, -1, -1, 3))
 
 
 class FlipbookCPABRandomDeform:
@@ -267,7 +268,8 @@ class FlipbookCPABRandomDeform:
                                   zero_boundary=zero_boundary, volume_preserving=volume_preserving, seed=seed,
                                   mask=None if mask is None else _mask_frame(mask, size, image),
                                   **_render_kw(flow_resolution, steps, interpolation, padding, frames))
-        return (*_outputs(result, size), result.params)
+        out = (*_outputs(result, size), result.params)
+        return with_animated_preview(out, out[0])
 
 
 class FlipbookFlowToImage:

@@ -11,7 +11,7 @@ from ..pipelines import cpabmm
 from ..pipelines.errors import fail, reading
 from ..pipelines.io import load_frames
 from ._comfy import (FileList, check_interrupted, file_signature, free_memory, input_image_path, list_models, model_path, progress_callback,
-                     register_model_folder, torch_device)
+                     register_model_folder, torch_device, with_animated_preview)
 from . import widgets as W
 from .types import CPABMM_MODEL as MODEL
 
@@ -87,7 +87,7 @@ class FlipbookCPABMMAnimate:
                              mode=mode, max_iter=max_iter, use_bg=use_bg, batch=batch, callback=cb,
                              check=check_interrupted)
         free_memory()
-        return (out,)
+        return with_animated_preview((out,), out)
 
 
 class FlipbookCPABMMConvert:
@@ -175,7 +175,7 @@ class FlipbookLoadFrames:
     def load(self, file, max_frames, every_nth):
         frames = load_frames(input_image_path(file), max_frames=max_frames, every_nth=every_nth,
                              check=check_interrupted)
-        return frames, int(frames.shape[0])
+        return with_animated_preview((frames, int(frames.shape[0])), frames)
 
 
 NODE_CLASS_MAPPINGS = {

@@ -18,7 +18,7 @@ from ..pipelines.errors import fail, reading
 from ..pipelines.flexiclip.settings import T2V_MODEL as FLEXICLIP_T2V
 from ..pipelines.flipsketch.settings import FLIPSKETCH_MODEL
 from ._comfy import (FileList, check_interrupted, grad_enabled, intermediate_device, list_models, model_path, offload_device,
-                     on_compute_device, progress_callback, torch_device)
+                     on_compute_device, progress_callback, torch_device, with_animated_preview)
 
 from . import widgets as W
 from .types import EMBEDS, INVERSION, T2V
@@ -199,8 +199,9 @@ class FlipbookVideoDecode:
         with on_device(model, "vae"):
             samples = latent["samples"]
             total = samples.shape[0] * samples.shape[2] if samples.dim() == 5 else 1
-            return (decode_latents(model, samples, chunk=chunk, check=check_interrupted,
-                                   callback=progress_callback(total, "video decode")),)
+            frames = decode_latents(model, samples, chunk=chunk, check=check_interrupted,
+                                    callback=progress_callback(total, "video decode"))
+        return with_animated_preview((frames,), frames, fps=8.0)
 
 
 NODE_CLASS_MAPPINGS = {c.__name__: c for c in (FlipbookT2VLoader, FlipbookTinyT2V, FlipbookTextEncode,

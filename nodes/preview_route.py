@@ -5,7 +5,8 @@ the answer is the animation on a downscaled picture, through the weight-free cli
 deformation, render; pipelines/flexiclip) or the CPAB keypoint warp (pipelines/cpab), as an animated
 WebP or a list of PNGs (data URLs). Request (JSON), every field optional unless marked:
 
-* ``kind``: ``"clipart"`` (default) or ``"cpab"``;
+* ``kind``: ``"clipart"`` (default), ``"cpab"``, or ``"picture"`` (only the downscaled picture and its
+  size, for an editor whose picture is no Load Image file);
 * the picture (one of): ``image`` a file name in ComfyUI's input folder (Load Image's widget value,
   ``"name.png"``, ``"sub/name.png"`` or ``"name.png [input]"``), or ``node`` the id of a pack node whose
   last run held the picture (:func:`remember_image`). Nothing outside the input folder is read;
@@ -207,8 +208,12 @@ class PreviewService:
             return out
 
     def _render(self, req: dict, check) -> dict:
-        kind = _choice(req, "kind", "clipart", ("clipart", "cpab"))
+        kind = _choice(req, "kind", "clipart", ("clipart", "cpab", "picture"))
         side = _number(req, "max_side", DEFAULT_SIDE, 32, MAX_SIDE, int)
+        if kind == "picture":            # the picture itself, for an editor whose node has no Load Image
+            pic, full, _ = self.picture(req, side)
+            return {"kind": kind, "frames": 1, "size": list(pic.shape[:2]), "canvas": list(full), "frame": None,
+                    "png": [_png(pic)]}
         n_frames = _number(req, "frames", 24, 1, MAX_FRAMES, int)
         only = req.get("frame")
         if only is not None:

@@ -130,6 +130,8 @@ def server(tmp_path_factory):
     pkg = tmp / "pkg"
     pkg.mkdir()
     (pkg / "comfyui_flipbook").symlink_to(REPO, target_is_directory=True)
+    if importlib.util.find_spec("comfyui_flipbook") is None:  # the tests import the pack too (this checkout)
+        sys.path.insert(0, str(pkg))
 
     made = subprocess.run([COMFYUI_PYTHON, "-m", "comfyui_flipbook", "make-test-models", str(base / "models")],
                           env=_pack_env(pkg), capture_output=True, text=True, timeout=600)
@@ -491,4 +493,269 @@ def test_frontend_queues_and_shows_every_workflow(server, browser_page, tmp_path
         page.screenshot(path=str(shot))
         print(f"[comfyui] frontend run: {path.name} finished, canvas shows outputs of nodes {sorted(outputs)}; "
               f"screenshot {shot}")
+    assert not page.page_errors, f"uncaught errors in the page: {page.page_errors}"
+
+
+# --- the editors on the picture (web/js/editors.js) in the real frontend --------------------------
+
+_FOCUS_NODE = """async ([id, scale]) => {
+  const n = app.graph.getNodeById(id);
+  const ds = app.canvas.ds;
+  ds.scale = scale;
+  ds.offset[0] = -n.pos[0] + 80; ds.offset[1] = -n.pos[1] + 90;
+  app.canvas.setDirty(true, true);
+  await new Promise(r => setTimeout(r, 700));
+}"""
+_WIDGET = "([id, name]) => app.graph.getNodeById(id).widgets.find(w => w.name === name).value"
+
+
+def _module(name: str):
+    spec = importlib.util.spec_from_file_location(f"flipbook_{name}", REPO / "tests" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _client_point(page, node_id: int, p) -> list[float]:
+    return page.evaluate("([id, p]) => app.graph.getNodeById(id).__flipbookEditor.clientPoint(p)", [node_id, p])
+
+
+def _mouse_drag(page, a, b, steps: int = 10) -> None:
+    page.mouse.move(*a)
+    page.mouse.down()
+    for i in range(1, steps + 1):
+        page.mouse.move(a[0] + (b[0] - a[0]) * i / steps, a[1] + (b[1] - a[1]) * i / steps)
+        page.wait_for_timeout(25)
+    page.mouse.up()
+
+
+def _wait_editors(page, ids, timeout: float = 60.0) -> None:
+    """Until the editors of these nodes show their picture and a whole preview animation."""
+    js = ("(ids) => ids.map(id => { const e = app.graph.getNodeById(id)?.__flipbookEditor;"
+          " return e ? {id, size: e.imageSize, frames: e.frames.length, quick: !!e.quick, status: e.status.textContent,"
+          " error: e.error} : {id, missing: true}; })")
+    deadline = time.monotonic() + timeout
+    while True:
+        state = page.evaluate(js, list(ids))
+        if all(s.get("size") and s.get("frames") and not s.get("quick") for s in state):
+            return
+        if time.monotonic() > deadline:
+            pytest.fail(f"editors not ready after {timeout:.0f} s: {json.dumps(state)}")
+        page.wait_for_timeout(250)
+
+
+def _queue_and_wait(server, page, name: str) -> dict:
+    before = set(server.get("/history"))
+    page.evaluate("async () => { await app.queuePrompt(0, 1); }")
+    deadline = time.monotonic() + PROMPT_TIMEOUT
+    while time.monotonic() < deadline:
+        hist = server.get("/history")
+        new = [k for k in hist if k not in before and hist[k].get("status", {}).get("completed") is not None]
+        if new:
+            return _check_history(server, name, hist[new[0]])
+        time.sleep(0.5)
+    pytest.fail(server.explain(f"{name}: queued from the frontend, nothing finished within {PROMPT_TIMEOUT:.0f} s"))
+
+
+def _webp_frames(path: Path):
+    import numpy as np
+    import torch
+    from PIL import Image, ImageSequence
+
+    with Image.open(path) as im:
+        return torch.stack([torch.from_numpy(np.asarray(f.convert("RGB"), dtype=np.float32) / 255.0)
+                            for f in ImageSequence.Iterator(im)])
+
+
+def _saved_file(server, outputs: dict, node_id: str) -> Path:
+    item = outputs[node_id]["images"][0]
+    return server.base / "output" / item.get("subfolder", "") / item["filename"]
+
+
+def _frontend_tag(page, vue: bool) -> str:
+    version = page.evaluate("() => window.__COMFYUI_FRONTEND_VERSION__ || 'unknown'")
+    return f"{version}_{'nodes2' if vue else 'litegraph'}"
+
+
+def _frontend_mode(page, vue: bool) -> None:
+    version = page.evaluate("() => window.__COMFYUI_FRONTEND_VERSION__ || ''")
+    if vue and tuple(int(x) for x in (version or "0.0").split(".")[:2]) < (1, 30):
+        pytest.skip(f"Nodes 2.0 (Vue nodes) is checked with the newest frontend (FLIPBOOK_FRONTEND_ROOT), this is {version}")
+    page.evaluate("async (on) => { try { await app.extensionManager.setting.set('Comfy.VueNodes.Enabled', on); }"
+                  " catch (e) { if (on) throw e; } }", vue)
+    page.wait_for_timeout(300)
+
+
+@pytest.mark.parametrize("vue", [False, True], ids=["litegraph", "nodes2"])
+def test_editors_edit_on_the_picture_and_the_run_follows(server, browser_page, tmp_path_factory, vue):
+    """In the shipped clipart workflow: two keypoints added by clicks on the picture, one dragged by
+    mouse, a Bezier handle dragged; the widgets, graphToPrompt() and the queued run follow (the run's
+    frames are the ones this process computes from the edited prompt, and differ from the unedited
+    run's); the node stays put while editing; reload keeps the edits, the editor's undo takes the last
+    one back. Screenshots of both editors (FLIPBOOK_SCREENSHOT_DIR)."""
+    import torch
+
+    page = browser_page
+    _frontend_mode(page, vue)
+    tag = _frontend_tag(page, vue)
+    shots = Path(os.environ.get("FLIPBOOK_SCREENSHOT_DIR") or tmp_path_factory.mktemp("screenshots"))
+    shots.mkdir(parents=True, exist_ok=True)
+    runner = _module("workflow_run")
+    path = REPO / "workflows" / "clipart_bezier.json"
+    try:
+        page.keyboard.press("Escape")
+        page.evaluate("async (wf) => { await app.loadGraphData(wf); }", json.loads(path.read_text()))
+        _wait_editors(page, [2, 4])
+        base_prompt = page.evaluate("async () => (await app.graphToPrompt()).output")
+        base_points = json.loads(page.evaluate(_WIDGET, [2, "points_json"]))
+
+        # 1. Keypoints (JSON): two clicks add two keypoints, then one is dragged
+        page.evaluate(_FOCUS_NODE, [2, 1.0])
+        pos0 = page.evaluate("() => [...app.graph.getNodeById(2).pos]")
+        for p in ([256, 240], [256, 140]):
+            page.mouse.click(*_client_point(page, 2, p))
+            page.wait_for_timeout(150)
+        _mouse_drag(page, _client_point(page, 2, [256, 240]), _client_point(page, 2, [292, 252]))
+        page.wait_for_timeout(300)
+        points = json.loads(page.evaluate(_WIDGET, [2, "points_json"]))
+        assert points[:len(base_points)] == base_points and len(points) == len(base_points) + 2, points
+        assert abs(points[-2][0] - 292) <= 1.5 and abs(points[-2][1] - 252) <= 1.5, points[-2]
+        assert abs(points[-1][0] - 256) <= 1.5 and abs(points[-1][1] - 140) <= 1.5, points[-1]
+        assert page.evaluate("() => [...app.graph.getNodeById(2).pos]") == pos0, "the node moved with the mouse"
+        _wait_editors(page, [2])
+        page.wait_for_timeout(800)
+        page.screenshot(path=str(shots / f"editor_keypoints_{tag}.png"))
+
+        # 2. Bezier Trajectory: drag keypoint 4's first handle (the wave preset seeds it)
+        page.evaluate(_FOCUS_NODE, [4, 1.0])
+        ctrl = page.evaluate("() => app.graph.getNodeById(4).__flipbookEditor.state.control[4]")
+        target = [ctrl[1][0] - 40, ctrl[1][1] - 60]
+        _mouse_drag(page, _client_point(page, 4, ctrl[1]), _client_point(page, 4, target))
+        page.wait_for_timeout(300)
+        control = json.loads(page.evaluate(_WIDGET, [4, "control_json"]))
+        assert control["relative"] is True and len(control["control"]) == len(points)
+        assert [i for i, c in enumerate(control["control"]) if c is not None] == [4], control
+        moved = [ctrl[1][0] - 40 - points[4][0], ctrl[1][1] - 60 - points[4][1]]
+        assert all(abs(a - b) <= 1.5 for a, b in zip(control["control"][4][0], moved)), (control, moved)
+        _wait_editors(page, [4])
+        page.wait_for_timeout(800)
+        page.screenshot(path=str(shots / f"editor_trajectory_{tag}.png"))
+
+        # 3. The API prompt carries the edits; the run renders them
+        prompt = page.evaluate("async () => (await app.graphToPrompt()).output")
+        assert json.loads(prompt["2"]["inputs"]["points_json"]) == points
+        assert json.loads(prompt["4"]["inputs"]["control_json"]) == control
+        assert "flipbook_editor" not in prompt["2"]["inputs"] and "flipbook_editor" not in prompt["4"]["inputs"]
+        outputs = _queue_and_wait(server, page, f"edited clipart ({tag})")
+        got = _webp_frames(_saved_file(server, outputs, "7"))
+        want = runner.run_api(prompt)[1]["7"]
+        before = runner.run_api(base_prompt)[1]["7"]
+        assert got.shape == want.shape
+        err_edit, err_base = (got - want).abs().mean().item(), (got - before).abs().mean().item()
+        assert err_edit < 0.02 and err_base > 2 * err_edit, (err_edit, err_base)
+        assert not torch.equal(want, before)
+        shown = outputs.get("6", {})                      # Mesh Render shows the animation in the node
+        assert shown.get("animated") in ([True], (True,)) and shown["images"][0]["type"] == "temp", shown
+        item = shown["images"][0]
+        assert _webp_frames(server.base / "temp" / item.get("subfolder", "") / item["filename"]).shape[0] == got.shape[0]
+        page.evaluate(_FOCUS_NODE, [6, 1.0])
+        shown_js = ("() => { const n = app.graph.getNodeById(6); const el = document.querySelector("
+                    "'[data-node-id=\"6\"] img'); return !!((el && el.complete && el.naturalWidth) || "
+                    "(n.imgs?.[0]?.complete && n.imgs[0].naturalWidth)); }")
+        for _ in range(40):                                # the screenshot shows it once it is loaded
+            if page.evaluate(shown_js):
+                break
+            page.wait_for_timeout(250)
+        else:
+            print(f"[comfyui] {tag}: Mesh Render's preview not loaded in the node after 10 s (screenshot anyway)")
+        page.wait_for_timeout(500)
+        page.screenshot(path=str(shots / f"mesh_render_preview_{tag}.png"))
+
+        # the editor follows its node's size
+        page.evaluate(_FOCUS_NODE, [2, 0.8])
+        w0 = page.evaluate("() => app.graph.getNodeById(2).__flipbookEditor.canvas.getBoundingClientRect().width")
+        page.evaluate("() => { const n = app.graph.getNodeById(2); n.setSize([n.size[0] + 300, n.size[1] + 120]);"
+                      " app.canvas.setDirty(true, true); }")
+        page.wait_for_timeout(800)
+        w1 = page.evaluate("() => app.graph.getNodeById(2).__flipbookEditor.canvas.getBoundingClientRect().width")
+        assert w1 > w0 + 50, (w0, w1)
+
+        # 4. A reloaded workflow keeps the edits; the editor's undo takes the handle back
+        saved = page.evaluate("() => app.graph.serialize()")
+        page.evaluate("async (wf) => { await app.loadGraphData(wf); }", saved)
+        page.wait_for_function("(n) => app.graph.getNodeById(4)?.__flipbookEditor?.state?.model?.points.length === n",
+                               arg=len(points), timeout=30_000)
+        assert json.loads(page.evaluate(_WIDGET, [4, "control_json"])) == control
+        page.evaluate(_FOCUS_NODE, [4, 1.0])
+        _mouse_drag(page, _client_point(page, 4, target), _client_point(page, 4, [target[0] + 20, target[1]]))
+        page.wait_for_timeout(300)
+        assert json.loads(page.evaluate(_WIDGET, [4, "control_json"])) != control
+        page.evaluate("() => app.graph.getNodeById(4).__flipbookEditor.undo()")
+        page.wait_for_timeout(300)
+        assert json.loads(page.evaluate(_WIDGET, [4, "control_json"])) == control
+
+        # 5. Keys and the right button stay in the editor: Delete removes the hovered keypoint (not the
+        #    node), the graph's undo (Ctrl+Z) brings it back and the editor follows, a right click
+        #    deletes, Shift-drag between two points adds a bone
+        page.evaluate(_FOCUS_NODE, [2, 1.0])
+        n = len(points)
+        last = _client_point(page, 2, points[-1])
+        page.mouse.click(*_client_point(page, 2, points[-2]))           # focus the editor (selects, adds nothing)
+        page.mouse.move(*last)
+        page.keyboard.press("Delete")
+        page.wait_for_timeout(200)
+        assert page.evaluate("() => !!app.graph.getNodeById(2)"), "Delete removed the node"
+        assert len(json.loads(page.evaluate(_WIDGET, [2, "points_json"]))) == n - 1
+        page.keyboard.press("Control+z")
+        page.wait_for_timeout(200)
+        assert json.loads(page.evaluate(_WIDGET, [2, "points_json"])) == points
+        page.mouse.click(*last, button="right")
+        page.wait_for_timeout(200)
+        assert len(json.loads(page.evaluate(_WIDGET, [2, "points_json"]))) == n - 1
+        page.keyboard.press("Control+z")
+        page.wait_for_timeout(200)
+        edges = json.loads(page.evaluate(_WIDGET, [2, "edges_json"]))
+        page.keyboard.down("Shift")
+        _mouse_drag(page, _client_point(page, 2, points[-2]), _client_point(page, 2, points[2]))
+        page.keyboard.up("Shift")
+        page.wait_for_timeout(200)
+        assert json.loads(page.evaluate(_WIDGET, [2, "edges_json"])) == edges + [[n - 2, 2]]
+        assert json.loads(page.evaluate(_WIDGET, [2, "points_json"])) == points, "a bone drag moves nothing"
+    finally:
+        if vue:
+            _frontend_mode(page, False)
+    assert not page.page_errors, f"uncaught errors in the page: {page.page_errors}"
+
+
+@pytest.mark.parametrize("vue", [False, True], ids=["litegraph", "nodes2"])
+def test_warp_target_editor_writes_targets(server, browser_page, tmp_path_factory, vue):
+    """The CPAB workflow: the keypoint and trajectory editors show there too; on the CPAB Keypoint Warp,
+    with the trajectory unplugged, dragging a keypoint writes its target into targets_json."""
+    page = browser_page
+    _frontend_mode(page, vue)
+    tag = _frontend_tag(page, vue)
+    shots = Path(os.environ.get("FLIPBOOK_SCREENSHOT_DIR") or tmp_path_factory.mktemp("screenshots"))
+    shots.mkdir(parents=True, exist_ok=True)
+    try:
+        page.keyboard.press("Escape")
+        wf = json.loads((REPO / "workflows" / "cpab_keypoint_warp.json").read_text())
+        page.evaluate("async (wf) => { await app.loadGraphData(wf); }", wf)
+        page.evaluate("() => { const n = app.graph.getNodeById(4); n.disconnectInput(n.findInputSlot('trajectory')); }")
+        _wait_editors(page, [4])
+        page.evaluate(_FOCUS_NODE, [4, 1.0])
+        src = page.evaluate("() => app.graph.getNodeById(4).__flipbookEditor.state.sources[4]")
+        _mouse_drag(page, _client_point(page, 4, src), _client_point(page, 4, [src[0] - 30, src[1] - 40]))
+        page.wait_for_timeout(300)
+        targets = json.loads(page.evaluate(_WIDGET, [4, "targets_json"]))
+        assert abs(targets[4][0] - (src[0] - 30)) <= 1.5 and abs(targets[4][1] - (src[1] - 40)) <= 1.5, targets
+        sources = page.evaluate("() => app.graph.getNodeById(4).__flipbookEditor.state.sources")
+        assert [t for i, t in enumerate(targets) if i != 4] == [s for i, s in enumerate(sources) if i != 4]
+        prompt = page.evaluate("async () => (await app.graphToPrompt()).output")
+        assert json.loads(prompt["4"]["inputs"]["targets_json"]) == targets and "trajectory" not in prompt["4"]["inputs"]
+        _wait_editors(page, [4])
+        page.wait_for_timeout(800)
+        page.screenshot(path=str(shots / f"editor_warp_{tag}.png"))
+    finally:
+        if vue:
+            _frontend_mode(page, False)
     assert not page.page_errors, f"uncaught errors in the page: {page.page_errors}"

@@ -133,6 +133,9 @@ def test_node_held_picture(svc):
     pts = [[80, 120], [120, 180], [100, 150]]
     out = svc.render(_req(image=None, node="77", points_json=json.dumps(pts), frame=0))
     assert out["canvas"] == [300, 200] and max(out["size"]) == 96
+    pic = svc.render({"kind": "picture", "node": "77", "max_side": 64})
+    assert pic["canvas"] == [300, 200] and pic["size"] == [64, 43] and _decode(pic["png"][0]).size == (43, 64)
+    assert svc.render({"kind": "picture", "image": "flipbook_character.png"})["canvas"] == [512, 512]
 
 
 def test_bounds_and_bad_values_are_refused_by_name(svc):
