@@ -9,7 +9,7 @@ import sys
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
-from workflow_format import build, node_specs  # noqa: E402
+from workflow_format import build, fit_view, node_specs  # noqa: E402
 
 from comfyui_flipbook.pipelines.animatex.testmodels import CLIP_VISION_NAME as CLIP_VISION  # noqa: E402
 from comfyui_flipbook.pipelines.flexiclip.settings import T2V_MODEL as FLEXICLIP_T2V  # noqa: E402
@@ -42,7 +42,7 @@ WORKFLOWS = {
          "widgets": {"filename_prefix": "flipbook/clipart", "fps": 12.0, "lossless": False, "quality": 90}},
         {"id": 8, "type": "FlipbookPreviewKeypoints", "pos": [1020, 1150], "size": [320, 140],
          "links": {"image": (1, 0), "skeleton": (2, 0), "mesh": (3, 0), "trajectory": (4, 0), "mask": (1, 1)}},
-        {"id": 9, "type": "PreviewImage", "pos": [1380, 520], "size": [340, 380], "links": {"images": (8, 0)}},
+        {"id": 9, "type": "PreviewImage", "pos": [1380, 640], "size": [340, 380], "links": {"images": (8, 0)}},
         {"id": 10, "type": "FlipbookAnimationMetrics", "pos": [1020, 910], "size": [320, 200],
          "links": {"animation": (5, 0)}},
     ],
@@ -64,9 +64,9 @@ WORKFLOWS.update({
         {"id": 5, "type": "SaveAnimatedWEBP", "pos": [1660, 220], "size": [360, 420],
          "links": {"images": (8, 0)},
          "widgets": {"filename_prefix": "flipbook/cpab", "fps": 12.0, "lossless": False, "quality": 90}},
-        {"id": 6, "type": "FlipbookFlowToImage", "pos": [1660, 700], "size": [300, 90],
+        {"id": 6, "type": "FlipbookFlowToImage", "pos": [1660, 780], "size": [300, 90],
          "links": {"flow": (4, 2)}},
-        {"id": 7, "type": "PreviewImage", "pos": [1660, 830], "size": [340, 380], "links": {"images": (6, 0)}},
+        {"id": 7, "type": "PreviewImage", "pos": [1660, 910], "size": [340, 380], "links": {"images": (6, 0)}},
     ],
     # CPABMM motion transfer with a user-trained checkpoint (tiny random one from make-test-models).
     "cpabmm_motion_transfer": [
@@ -274,6 +274,7 @@ def main(names):
             ui["nodes"].append({"id": ui["last_node_id"], "type": "Note", "pos": pos, "size": size, "flags": {},
                                 "order": len(ui["nodes"]), "mode": 0, "inputs": [], "outputs": [],
                                 "properties": {}, "widgets_values": [text]})
+        ui["extra"]["ds"] = fit_view(ui["nodes"])
         folder = ROOT / "workflows" / ("external" if name in EXTERNAL else "")
         (folder / "api").mkdir(parents=True, exist_ok=True)
         (folder / f"{name}.json").write_text(json.dumps(ui, indent=1) + "\n")

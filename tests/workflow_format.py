@@ -305,6 +305,20 @@ def build(nodes: list[dict], specs: dict) -> tuple[dict, dict]:
     return ui, ui_to_api(ui, specs)
 
 
+def fit_view(nodes: list, window: tuple[int, int] = (1540, 920), margin: float = 10.0, largest: float = 0.8,
+             title: float = 30.0) -> dict:
+    """The saved view (extra.ds) that shows every node, title bars included, in a browser window of
+    ``window`` canvas-area pixels (a 1600x1000 window less the frontend's side bar and menu), at no more
+    than ``largest`` scale: the frontend restores it when the file is opened."""
+    x0 = min(n["pos"][0] for n in nodes)
+    y0 = min(n["pos"][1] for n in nodes) - title
+    x1 = max(n["pos"][0] + n["size"][0] for n in nodes)
+    y1 = max(n["pos"][1] + n["size"][1] for n in nodes)
+    scale = min(largest, (window[0] - 2 * margin) / (x1 - x0), (window[1] - 2 * margin) / (y1 - y0))
+    scale = int(scale * 1000) / 1000                     # rounded down: still fits
+    return {"scale": scale, "offset": [round(margin / scale - x0, 1), round(margin / scale - y0, 1)]}
+
+
 def _return_names(node_type: str):
     from comfyui_flipbook import NODE_CLASS_MAPPINGS
 
