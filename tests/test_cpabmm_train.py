@@ -150,6 +150,7 @@ def test_resume_continues_bit_for_bit(tmp_path):
     assert st["optimizer"]["param_groups"][0]["lr"] == pytest.approx(1e-5)     # 1e-3 · 0.1 · 0.1
     rows = open(tmp_path / "a" / "log.csv").read().splitlines()
     assert rows[0].startswith("step,epoch,lr") and len(rows) == 6
+    assert open(tmp_path / "b" / "log.csv").read().splitlines() == rows      # the resumed run logs the same
     model = cpabmm.load_model(resumed["weights"])                 # the Loader's format, config inside
     assert model.config["size"] == 64 and model.bg_predictor is not None
 
