@@ -357,3 +357,12 @@ def test_user_supplied_vgg19_and_dino_weights_switch_the_losses_on(tmp_path):
     summary = engine.train(small_config(), "synthetic", str(tmp_path / "run"), steps=1, workers=0, progress=False,
                            vgg19=str(tmp_path / "vgg19.safetensors"))
     assert summary["perceptual"] == "vgg19" and summary["losses"]["perceptual"] > 0
+
+
+def test_the_command_line_reports_a_bad_dataset_without_a_traceback(tmp_path, capsys):
+    from comfyui_flipbook.cli import main
+
+    assert main(["train-cpabmm", "--config", "tiny-64", "--data", str(tmp_path / "none"), "--out",
+                 str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "data" in err and "Traceback" not in err
