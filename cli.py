@@ -52,7 +52,13 @@ def main(argv: list[str] | None = None) -> int:
     _add_cpabmm_training(sub)
     args = ap.parse_args(argv)
     if args.cmd in ("train-cpabmm", "evaluate-cpabmm"):
-        return _run_cpabmm_training(args)
+        from .pipelines.errors import FlipbookInputError
+
+        try:
+            return _run_cpabmm_training(args)
+        except FlipbookInputError as exc:        # a bad dataset, config or file: the message, no traceback
+            print(f"{args.cmd}: {exc}", file=sys.stderr)
+            return 2
     if args.cmd == "make-test-models":
         for path in make_test_models(args.models_dir):
             print(path)

@@ -159,6 +159,7 @@ def test_resume_continues_bit_for_bit(tmp_path):
     assert st["optimizer"]["param_groups"][0]["lr"] == pytest.approx(1e-5)     # 1e-3 · 0.1 · 0.1
     rows = open(tmp_path / "a" / "log.csv").read().splitlines()
     assert rows[0].startswith("step,epoch,lr") and len(rows) == 6
+    assert open(tmp_path / "b" / "log.csv").read().splitlines() == rows      # the resumed run logs the same
     model = cpabmm.load_model(resumed["weights"])                 # the Loader's format, config inside
     assert model.config["size"] == 64 and model.bg_predictor is not None
 
@@ -365,3 +366,12 @@ def test_user_supplied_vgg19_and_dino_weights_switch_the_losses_on(tmp_path):
     summary = engine.train(small_config(), "synthetic", str(tmp_path / "run"), steps=1, workers=0, progress=False,
                            vgg19=str(tmp_path / "vgg19.safetensors"))
     assert summary["perceptual"] == "vgg19" and summary["losses"]["perceptual"] > 0
+
+
+def test_the_command_line_reports_a_bad_dataset_without_a_traceback(tmp_path, capsys):
+    from comfyui_flipbook.cli import main
+
+    assert main(["train-cpabmm", "--config", "tiny-64", "--data", str(tmp_path / "none"), "--out",
+                 str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "data" in err and "Traceback" not in err

@@ -232,7 +232,7 @@ def train(config, data: str, out: str, options: TrainOptions | None = None, call
         if epoch_done is not None and (epoch_done + 1) % max(1, int(tp["checkpoint_freq"])) == 0:
             save_safetensors(model, os.path.join(out, "checkpoints", f"{epoch_done:08d}-cpabmm.safetensors"))
 
-    log = _Log(out, opt.tensorboard) if rank == 0 else None
+    log = _Log(out, opt.tensorboard, step) if rank == 0 else None
     bar = _bar(total, step, opt.progress and rank == 0)
     workers = int(tp["dataloader_workers"] if opt.workers < 0 else opt.workers)
     loader_ds = PairLoader(dataset)
@@ -357,11 +357,16 @@ def _bar(total, initial, on):
 class _Log:
     """log.csv (always) and TensorBoard scalars (optional dependency)."""
 
-    def __init__(self, out, tensorboard):
+    def __init__(self, out, tensorboard, step: int = 0):
         path = os.path.join(out, "log.csv")
+        if os.path.exists(path):          # a resumed run drops the rows after its saved step
+            with open(path, newline="") as fh:
+                rows = list(csv.reader(fh))
+            keep = rows[:1] + [r for r in rows[1:] if r and r[0].isdigit() and int(r[0]) <= step] if step else []
+            with open(path, "w", newline="") as fh:
+                csv.writer(fh).writerows(keep)
         self.fh = open(path, "a", newline="")
         self.writer = None
-        self.header = None
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -370,14 +375,14 @@ class _Log:
                                          "(pip install tensorboard), got it missing") from None
             self.writer = SummaryWriter(os.path.join(out, "tensorboard"))
 
+    COLUMNS = ("step", "epoch", "lr", "perceptual", "equivariance_value", "warp_loss", "bg", "structure", "sam",
+               "loss")      # fixed, so rows of every phase (bg_start, optional losses) line up
+
     def write(self, step, epoch, lr, losses):
         row = {"step": step, "epoch": epoch, "lr": lr, **{k: round(v, 6) for k, v in losses.items()}}
-        if self.header is None:
-            self.header = list(row)
-            w = csv.writer(self.fh)
-            if self.fh.tell() == 0:
-                w.writerow(self.header)
-        csv.writer(self.fh).writerow([row.get(k, "") for k in self.header])
+        if self.fh.tell() == 0:
+            csv.writer(self.fh).writerow(self.COLUMNS)
+        csv.writer(self.fh).writerow([row.get(k, "") for k in self.COLUMNS])
         self.fh.flush()
         if self.writer is not None:
             for k, v in losses.items():
