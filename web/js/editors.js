@@ -283,15 +283,17 @@ export class Editor {
    * new node's: so this editor follows the new node while it is shown, and goes away when it is not.
    */
   orphan() {
+    if (this.orphaned) return;
     this.nodeId = this.node.id;
     this.orphaned = Date.now();
     this.preview.stop();
   }
 
   adopt() {
-    const cur = app.graph?.getNodeById?.(this.nodeId);
+    const cur = (this.graph || app.graph)?.getNodeById?.(this.nodeId);
     if (cur && cur !== this.node && (cur.comfyClass || cur.type) === this.nodeClass) {
       this.node = cur;
+      this.graph = cur.graph || this.graph;
       this.orphaned = null;
       this.history = null;
       this.lastSig = null;
@@ -373,6 +375,9 @@ export class Editor {
   /** Follow the widgets (typed text, undo, a reloaded workflow, the upstream keypoints) and repaint. */
   sync(force) {
     if (this.drag || this.destroyed) return;
+    this.graph = this.node.graph || this.graph;
+    // the node left its graph (a reload; its onRemoved may have gone to another editor: see orphan)
+    if (this.graph && this.graph.getNodeById?.(this.node.id) !== this.node) this.orphan();
     if (this.orphaned && !this.adopt()) return;
     // a stand-in for a reloaded node (see orphan) that is no longer shown: the node's own editor is
     if (this.node.__flipbookEditor !== this && !this.element.isConnected) {
