@@ -517,7 +517,7 @@ def _module(name: str):
 
 
 def _client_point(page, node_id: int, p) -> list[float]:
-    return page.evaluate("([id, p]) => app.graph.getNodeById(id).__flipbookEditor.clientPoint(p)", [node_id, p])
+    return page.evaluate("([id, p]) => flipbookEditor(id).clientPoint(p)", [node_id, p])
 
 
 def _mouse_drag(page, a, b, steps: int = 10) -> None:
@@ -531,7 +531,7 @@ def _mouse_drag(page, a, b, steps: int = 10) -> None:
 
 def _wait_editors(page, ids, timeout: float = 60.0) -> None:
     """Until the editors of these nodes show their picture and a whole preview animation."""
-    js = ("(ids) => ids.map(id => { const e = app.graph.getNodeById(id)?.__flipbookEditor;"
+    js = ("(ids) => ids.map(id => { const e = flipbookEditor(id);"
           " return e ? {id, size: e.imageSize, frames: e.frames.length, quick: !!e.quick, status: e.status.textContent,"
           " error: e.error} : {id, missing: true}; })")
     deadline = time.monotonic() + timeout
@@ -628,7 +628,7 @@ def test_editors_edit_on_the_picture_and_the_run_follows(server, browser_page, t
 
         # 2. Bezier Trajectory: drag keypoint 4's first handle (the wave preset seeds it)
         page.evaluate(_FOCUS_NODE, [4, 1.0])
-        ctrl = page.evaluate("() => app.graph.getNodeById(4).__flipbookEditor.state.control[4]")
+        ctrl = page.evaluate("() => flipbookEditor(4).state.control[4]")
         target = [ctrl[1][0] - 40, ctrl[1][1] - 60]
         _mouse_drag(page, _client_point(page, 4, ctrl[1]), _client_point(page, 4, target))
         page.wait_for_timeout(300)
@@ -641,7 +641,10 @@ def test_editors_edit_on_the_picture_and_the_run_follows(server, browser_page, t
         page.wait_for_timeout(800)
         page.screenshot(path=str(shots / f"editor_trajectory_{tag}.png"))
 
-        # 3. The API prompt carries the edits; the run renders them
+        # 3. The API prompt carries the edits; the run renders them (a fresh seed, which the wave preset
+        #    ignores, keeps ComfyUI's cache from answering for the nodes downstream)
+        page.evaluate("(s) => { app.graph.getNodeById(4).widgets.find(w => w.name === 'seed').value = s; }",
+                      int(time.time() * 1000) % 1_000_000 + 1)
         prompt = page.evaluate("async () => (await app.graphToPrompt()).output")
         assert json.loads(prompt["2"]["inputs"]["points_json"]) == points
         assert json.loads(prompt["4"]["inputs"]["control_json"]) == control
@@ -673,24 +676,24 @@ def test_editors_edit_on_the_picture_and_the_run_follows(server, browser_page, t
 
         # the editor follows its node's size
         page.evaluate(_FOCUS_NODE, [2, 0.8])
-        w0 = page.evaluate("() => app.graph.getNodeById(2).__flipbookEditor.canvas.getBoundingClientRect().width")
+        w0 = page.evaluate("() => flipbookEditor(2).canvas.getBoundingClientRect().width")
         page.evaluate("() => { const n = app.graph.getNodeById(2); n.setSize([n.size[0] + 300, n.size[1] + 120]);"
                       " app.canvas.setDirty(true, true); }")
         page.wait_for_timeout(800)
-        w1 = page.evaluate("() => app.graph.getNodeById(2).__flipbookEditor.canvas.getBoundingClientRect().width")
+        w1 = page.evaluate("() => flipbookEditor(2).canvas.getBoundingClientRect().width")
         assert w1 > w0 + 50, (w0, w1)
 
         # 4. A reloaded workflow keeps the edits; the editor's undo takes the handle back
         saved = page.evaluate("() => app.graph.serialize()")
         page.evaluate("async (wf) => { await app.loadGraphData(wf); }", saved)
-        page.wait_for_function("(n) => app.graph.getNodeById(4)?.__flipbookEditor?.state?.model?.points.length === n",
+        page.wait_for_function("(n) => flipbookEditor(4)?.state?.model?.points.length === n",
                                arg=len(points), timeout=30_000)
         assert json.loads(page.evaluate(_WIDGET, [4, "control_json"])) == control
         page.evaluate(_FOCUS_NODE, [4, 1.0])
         _mouse_drag(page, _client_point(page, 4, target), _client_point(page, 4, [target[0] + 20, target[1]]))
         page.wait_for_timeout(300)
         assert json.loads(page.evaluate(_WIDGET, [4, "control_json"])) != control
-        page.evaluate("() => app.graph.getNodeById(4).__flipbookEditor.undo()")
+        page.evaluate("() => flipbookEditor(4).undo()")
         page.wait_for_timeout(300)
         assert json.loads(page.evaluate(_WIDGET, [4, "control_json"])) == control
 
@@ -709,11 +712,17 @@ def test_editors_edit_on_the_picture_and_the_run_follows(server, browser_page, t
         page.keyboard.press("Control+z")
         page.wait_for_timeout(200)
         assert json.loads(page.evaluate(_WIDGET, [2, "points_json"])) == points
+        _wait_editors(page, [2])                          # the graph's undo reloads it: a new editor
+        page.evaluate(_FOCUS_NODE, [2, 1.0])
+        last = _client_point(page, 2, points[-1])
         page.mouse.click(*last, button="right")
         page.wait_for_timeout(200)
         assert len(json.loads(page.evaluate(_WIDGET, [2, "points_json"]))) == n - 1
         page.keyboard.press("Control+z")
         page.wait_for_timeout(200)
+        assert json.loads(page.evaluate(_WIDGET, [2, "points_json"])) == points
+        _wait_editors(page, [2])
+        page.evaluate(_FOCUS_NODE, [2, 1.0])
         edges = json.loads(page.evaluate(_WIDGET, [2, "edges_json"]))
         page.keyboard.down("Shift")
         _mouse_drag(page, _client_point(page, 2, points[-2]), _client_point(page, 2, points[2]))
@@ -743,12 +752,12 @@ def test_warp_target_editor_writes_targets(server, browser_page, tmp_path_factor
         page.evaluate("() => { const n = app.graph.getNodeById(4); n.disconnectInput(n.findInputSlot('trajectory')); }")
         _wait_editors(page, [4])
         page.evaluate(_FOCUS_NODE, [4, 1.0])
-        src = page.evaluate("() => app.graph.getNodeById(4).__flipbookEditor.state.sources[4]")
+        src = page.evaluate("() => flipbookEditor(4).state.sources[4]")
         _mouse_drag(page, _client_point(page, 4, src), _client_point(page, 4, [src[0] - 30, src[1] - 40]))
         page.wait_for_timeout(300)
         targets = json.loads(page.evaluate(_WIDGET, [4, "targets_json"]))
         assert abs(targets[4][0] - (src[0] - 30)) <= 1.5 and abs(targets[4][1] - (src[1] - 40)) <= 1.5, targets
-        sources = page.evaluate("() => app.graph.getNodeById(4).__flipbookEditor.state.sources")
+        sources = page.evaluate("() => flipbookEditor(4).state.sources")
         assert [t for i, t in enumerate(targets) if i != 4] == [s for i, s in enumerate(sources) if i != 4]
         prompt = page.evaluate("async () => (await app.graphToPrompt()).output")
         assert json.loads(prompt["4"]["inputs"]["targets_json"]) == targets and "trajectory" not in prompt["4"]["inputs"]

@@ -173,6 +173,7 @@ function button(label, title, onClick) {
 export class Editor {
   constructor(node, kind) {
     this.node = node;
+    this.nodeClass = node.comfyClass || node.type;
     this.kind = kind;
     this.mode = "points";            // keypoints editor tools: points, bones, root
     this.hover = -1;
@@ -257,6 +258,7 @@ export class Editor {
     this.frameLabel = time.appendChild(document.createElement("span"));
     root.append(bar, row, time);
     this.element = root;
+    root.__flipbookEditor = this;
     // The editor's own pointer and key events stay here: the node must not be dragged, nor the
     // graph's shortcuts (Delete removes the node!) fire, while editing. Wheel events still zoom the graph.
     for (const type of ["pointerdown", "pointermove", "pointerup", "mousedown", "mousemove", "dblclick", "contextmenu", "click"]) {
@@ -275,7 +277,34 @@ export class Editor {
     this.paintTools();
   }
 
+  /**
+   * The node left the graph. A graph reload (the graph's undo, a workflow tab) makes a new node with
+   * the same id, and the Vue "Nodes 2.0" canvas may keep showing this editor's element instead of the
+   * new node's: so this editor follows the new node while it is shown, and goes away when it is not.
+   */
+  orphan() {
+    if (this.orphaned) return;
+    this.nodeId = this.node.id;
+    this.orphaned = Date.now();
+    this.preview.stop();
+  }
+
+  adopt() {
+    const cur = (this.graph || app.graph)?.getNodeById?.(this.nodeId);
+    if (cur && cur !== this.node && (cur.comfyClass || cur.type) === this.nodeClass) {
+      this.node = cur;
+      this.graph = cur.graph || this.graph;
+      this.orphaned = null;
+      this.history = null;
+      this.lastSig = null;
+      return true;
+    }
+    if (Date.now() - this.orphaned > 3000 && !(this.element.isConnected && cur)) this.destroy();
+    return false;
+  }
+
   destroy() {
+    this.destroyed = true;
     api?.removeEventListener?.("executing", this.onExecuting);
     clearInterval(this.poll);
     clearInterval(this.player);
@@ -345,7 +374,16 @@ export class Editor {
 
   /** Follow the widgets (typed text, undo, a reloaded workflow, the upstream keypoints) and repaint. */
   sync(force) {
-    if (this.drag) return;
+    if (this.drag || this.destroyed) return;
+    this.graph = this.node.graph || this.graph;
+    // the node left its graph (a reload; its onRemoved may have gone to another editor: see orphan)
+    if (this.graph && this.graph.getNodeById?.(this.node.id) !== this.node) this.orphan();
+    if (this.orphaned && !this.adopt()) return;
+    // a stand-in for a reloaded node (see orphan) that is no longer shown: the node's own editor is
+    if (this.node.__flipbookEditor !== this && !this.element.isConnected) {
+      this.hiddenSince ??= Date.now();
+      if (Date.now() - this.hiddenSince > 5000) { this.destroy(); return; }
+    } else this.hiddenSince = null;
     const s = this.read();
     const picture = s.picture?.url || null;
     if (picture !== this.imageUrl) {
@@ -729,7 +767,7 @@ function attach(node, kind) {
   w.serialize = false;               // a view of other widgets, never a value of its own
   node.__flipbookEditor = editor;
   const removed = node.onRemoved;
-  node.onRemoved = function () { editor.destroy(); return removed?.apply(this, arguments); };
+  node.onRemoved = function () { editor.orphan(); return removed?.apply(this, arguments); };
   const grow = () => {
     const min = node.computeSize?.() || MIN_SIZE;
     const want = [Math.max(node.size[0], MIN_SIZE[0]), Math.max(node.size[1], min[1])];
@@ -745,7 +783,16 @@ function attach(node, kind) {
   return editor;
 }
 
+/** The editor shown for the node with this id (the one a user sees and the mouse reaches). */
+export function shownEditor(id) {
+  const node = app?.graph?.getNodeById?.(id);
+  const shown = [...document.querySelectorAll(".flipbook-editor")].map((el) => el.__flipbookEditor)
+    .find((e) => e && !e.destroyed && e.node === node && e.element.isConnected);
+  return shown || node?.__flipbookEditor || null;
+}
+
 if (app) {
+  window.flipbookEditor = shownEditor;
   app.registerExtension({
     name: "ComfyUI-Flipbook.Editors",
     nodeCreated(node) {
