@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from ..errors import fail
+from ..seeds import effective_seed
 
 STRUCTURES = ("pfode", "plain")
 SOLVERS = ("rk4", "euler")
@@ -79,7 +80,7 @@ class TemporalJacobianCorrector(nn.Module):
         self.config = dict(window=int(window), substeps=int(substeps), solver=solver, structure=structure,
                            d=int(d), hidden=list(hidden), seed=int(seed))
         with torch.random.fork_rng(devices=[]):          # seeded initial weights, global generator untouched
-            torch.manual_seed(int(seed) % 2 ** 63)
+            torch.manual_seed(effective_seed(seed))
             self._build(int(d), hidden)
 
     def _build(self, d: int, hidden) -> None:

@@ -46,6 +46,7 @@ from ..mesh import Mesh
 from ..optimise import adam_minimise, delayed_log_lerp
 from ..progress import Check, StepCallback, poll
 from ..render import render_mesh
+from .. import seeds
 from .corrector import TemporalJacobianCorrector, corrected_vertices
 from .pipeline import Animation
 from .settings import FLEXICLIP_LAMBDA
@@ -264,9 +265,9 @@ class SDSObjective:
         self.mlp = None
         if st.use_mlp:
             with torch.random.fork_rng(devices=[]):     # seeded initial weights, global generator untouched
-                torch.manual_seed(int(st.seed) % 2 ** 63)
+                torch.manual_seed(seeds.effective_seed(st.seed))
                 self.mlp = PointMLP(sk.num_points)
-        self.generator = torch.Generator().manual_seed(int(st.seed))
+        self.generator = seeds.generator(st.seed)
         self.scheduler = make_scheduler(backbone.scheduler_config, 1) if backbone is not None else None
         if backbone is not None and denoiser is None:
             cond = encode_text(backbone, prompt).to(backbone.device)
