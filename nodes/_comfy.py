@@ -64,7 +64,7 @@ def preview_progress(total: int, desc: str = "Flipbook", max_size: int = 512):
     bar = utils.ProgressBar(total)
 
     def cb(step: int, n: int) -> None:
-        mm.throw_exception_if_processing_interrupted()
+        check_interrupted()                  # ComfyUI's interrupt and the test hooks, as progress_callback
         bar.update_absolute(step, n)
 
     def preview(step: int, image: torch.Tensor) -> None:

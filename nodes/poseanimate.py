@@ -292,7 +292,8 @@ class FlipbookPoseAnimateSampler:
         with on_device(model, "unet", "controlnet", "vae"):
             lat = poseanimate_sample(model, embeds, guidance=guidance, check=check_interrupted,
                                      callback=progress_callback(steps, "PoseAnimate"))
-            frames = decode(model, lat, chunk=decode_chunk)
+            frames = decode(model, lat, chunk=decode_chunk, check=check_interrupted,
+                            callback=progress_callback(int(lat.shape[2]), "PoseAnimate decode"))
             return (frames, {"samples": to_intermediate(lat)})
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import base64
 import io
+import itertools
 import logging
 import os
 import threading
@@ -70,7 +71,8 @@ class _LRU(OrderedDict):
             self.popitem(last=False)
 
 
-_last_images: _LRU = _LRU(16)        # node id -> (picture [h, w, C] <= MAX_SIDE, original (H, W))
+_last_images: _LRU = _LRU(16)        # node id -> (picture [h, w, C] <= MAX_SIDE, original (H, W), generation)
+_image_generation = itertools.count()  # tells a re-run node's new picture from the old in the mesh cache
 _images_lock = threading.Lock()
 
 
@@ -91,7 +93,8 @@ def remember_image(node_id, image) -> None:
     if node_id is None or not isinstance(image, torch.Tensor) or image.dim() != 4:
         return
     with torch.inference_mode(False), _images_lock:
-        _last_images.put(str(node_id), (_downscale(image[0].detach().cpu(), MAX_SIDE).clone(), tuple(image.shape[1:3])))
+        _last_images.put(str(node_id), (_downscale(image[0].detach().cpu(), MAX_SIDE).clone(), tuple(image.shape[1:3]),
+                                        next(_image_generation)))
 
 
 def _strip_annotation(name: str) -> str:
@@ -170,8 +173,8 @@ class PreviewService:
                 held = _last_images.get(str(req["node"]))
             if held is None:
                 fail("node", "the id of a pack node that has run since ComfyUI started", repr(req["node"])[:40])
-            img, full = held
-            return _downscale(img, side), full, ("node", str(req["node"]), id(img), side)
+            img, full, generation = held
+            return _downscale(img, side), full, ("node", str(req["node"]), generation, side)
         name = req.get("image")
         if not isinstance(name, str) or not name.strip():
             fail("image", "a file name of ComfyUI's input folder (or node: a node id)", repr(name)[:60])

@@ -77,17 +77,12 @@ def test_cpab_random_deform_at_the_frames_maximum_is_refused_without_allocating(
 
 
 def test_mesh_render_scale_and_video_decode_are_budgeted(inference, monkeypatch):
-    from comfyui_flipbook.pipelines.flexiclip import Animation
-    from comfyui_flipbook.pipelines.mesh import Mesh
-
     class Anim:                      # only what the estimate reads: the node refuses before rendering
         n_frames = 24
         mesh = type("M", (), {"canvas": (512, 512)})()
     monkeypatch.setenv(budget.ENV, "0.25")
-    monkeypatch.setattr("comfyui_flipbook.nodes.types.check_value", lambda *a: None)
     with pytest.raises(FlipbookInputError, match=r"^scale: .*memory budget"):
         NODE_CLASS_MAPPINGS["FlipbookMeshRender"].render.__wrapped__(None, Anim(), "white", 4.0)
     model, = _node("FlipbookTinyT2V")(seed=0, vae_downscale="8")
     with pytest.raises(FlipbookInputError, match=r"^latent: .*memory budget"):
         _node("FlipbookVideoDecode")(model=model, latent={"samples": torch.zeros(1, 4, 64, 128, 128)}, chunk=8)
-    assert Animation and Mesh

@@ -360,7 +360,8 @@ def test_user_supplied_vgg19_and_dino_weights_switch_the_losses_on(tmp_path):
     assert torch.equal(loaded.features[28].weight, vgg.features[28].weight)        # torchvision indices
     vit = losses.ViT(dim=16, depth=2, heads=2, patch=8, grid=4)
     torch.save(vit.state_dict(), tmp_path / "dino.pth")
-    assert losses.load_dino(str(tmp_path / "dino.pth"), dim=16, depth=2, heads=2, patch=8, grid=4) is not None
+    dino = losses.load_dino(str(tmp_path / "dino.pth"), dim=16, depth=2, heads=2, patch=8, grid=4)
+    assert torch.equal(dino.blocks[1].attn.qkv.weight, vit.blocks[1].attn.qkv.weight)
     with pytest.raises(FlipbookInputError, match="vgg19"):
         losses.load_vgg19(str(tmp_path / "dino.pth"))
     summary = engine.train(small_config(), "synthetic", str(tmp_path / "run"), steps=1, workers=0, progress=False,

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .. import seeds
 from ..devices import resolve_dtype
 from ..diffusion.backbone import (TINY_SCHEDULER, TINY_TEXT, T2VBackbone, _prepare, _randomise_zero_init,
                                   _variant, save_t2v, tiny_vae_config, write_tiny_tokenizer)
@@ -256,9 +257,9 @@ def tiny_sdcn(seed: int = 0, device=None, dtype: torch.dtype = torch.float32, va
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
     cfg = tiny_configs(vae_downscale)
-    gen = torch.Generator().manual_seed(int(seed))
+    gen = seeds.generator(seed)                  # 64-bit seeds, as tiny_t2v (pipelines/seeds.py)
     state = torch.random.get_rng_state()
-    torch.manual_seed(int(seed))
+    torch.manual_seed(seeds.effective_seed(seed))
     try:
         unet = UNet2DConditionModel(**cfg["unet"])
         vae = AutoencoderKL(**cfg["vae"])

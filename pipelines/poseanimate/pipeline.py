@@ -288,6 +288,8 @@ def poseanimate_sample(model, embeds: PoseEmbeddings, *, guidance: float | None 
     return lat.permute(1, 0, 2, 3)[None]
 
 
-def decode(model, latents: torch.Tensor, chunk: int = 8) -> torch.Tensor:
-    """Video latents (1, C, F, h, w) -> IMAGE [F, H, W, 3] (the shared video decode)."""
-    return decode_latents(model, latents, chunk=chunk)
+def decode(model, latents: torch.Tensor, chunk: int = 8, *, callback: StepCallback | None = None,
+           check: Check | None = None) -> torch.Tensor:
+    """Video latents (1, C, F, h, w) -> IMAGE [F, H, W, 3] (the shared video decode, with its progress
+    and cancel)."""
+    return decode_latents(model, latents, chunk=chunk, callback=callback, check=check)

@@ -420,8 +420,8 @@ export class Editor {
   }
 
   previewBody(s) {
-    const body = { ...(s.picture?.request || {}), points_json: G.writeKeypoints(s.model, { canvas: s.canvas }).points_json,
-                   edges_json: s.model.implicitEdges ? "" : JSON.stringify(s.model.edges), root: s.model.root,
+    const kw = G.writeKeypoints({ ...s.model, normalized: false });      // pixels, as the request says
+    const body = { ...(s.picture?.request || {}), points_json: kw.points_json, edges_json: kw.edges_json, root: kw.root,
                    normalized: false, max_side: 192 };
     if (!s.picture) body.node = String(s.kpNode?.id ?? "");
     if (this.kind === "warp") {

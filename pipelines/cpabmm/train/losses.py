@@ -252,7 +252,8 @@ def load_dino(path: str, **kw) -> ViT:
     sd = {k.removeprefix("module.").removeprefix("backbone."): v for k, v in sd.items()}
     net = ViT(**kw) if kw else ViT(grid=int(math.sqrt(sd["pos_embed"].shape[1] - 1)) if "pos_embed" in sd else 28)
     try:
-        net.load_state_dict({k: v for k, v in sd.items() if k in net.state_dict()}, strict=True)
+        wanted = net.state_dict()
+        net.load_state_dict({k: v for k, v in sd.items() if k in wanted}, strict=True)
     except RuntimeError as exc:
         raise FlipbookInputError(f"dino: expected DINO ViT-B/8 weights, got {path!r}: {str(exc)[:300]}") from None
     return net.eval()
