@@ -126,7 +126,8 @@ def test_input_folder_names_only(svc):
         svc.render(_req(image=None, node="12345"))
 
 
-def test_node_held_picture(svc):
+def test_node_held_picture(svc, monkeypatch):
+    monkeypatch.setattr(pr, "_last_images", pr._LRU(16))     # this test's picture stays in this test
     img = torch.ones(1, 300, 200, 3)
     img[:, 100:200, 60:140] = 0.1                       # a dark block on white: the ink silhouette
     pr.remember_image("77", img)

@@ -13,7 +13,7 @@ import pathlib
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-UI = sorted((ROOT / "workflows").glob("*.json"))
+UI = sorted((ROOT / "workflows").glob("*.json")) + sorted((ROOT / "workflows" / "external").glob("*.json"))
 TITLE = 30
 WIDGET = 24                      # px per widget row
 GAP = 10
