@@ -138,10 +138,11 @@ def check_value(input_name: str, type_name: str, value) -> None:
         raise FlipbookInputError(f"{input_name}: expected {type_name} ({core[0]}), got {_what(value)}")
 
 
-def socket_types(cls, section: str | None = None) -> dict[str, str]:
-    """``{input name: type name}`` of a node's linked (non-widget) inputs (of one section, if given)."""
+def socket_types(cls, section: str | None = None, decl: dict | None = None) -> dict[str, str]:
+    """``{input name: type name}`` of a node's linked (non-widget) inputs (of one section, if given);
+    ``decl``: its INPUT_TYPES() when the caller has it already (some list files in input/)."""
     out = {}
-    decl = cls.INPUT_TYPES()
+    decl = cls.INPUT_TYPES() if decl is None else decl
     for sec in ("required", "optional") if section is None else (section,):
         for name, spec in (decl.get(sec) or {}).items():
             typ = spec[0]
@@ -165,9 +166,10 @@ def checked(cls) -> type:
     fn = getattr(cls, fn_name, None) if fn_name else None
     if fn is None or getattr(fn, "_flipbook_checked", False):
         return cls
-    sockets = socket_types(cls)
-    required = socket_types(cls, "required")
-    widgets = {k: v for k, v in widget_checks(cls.INPUT_TYPES()).items() if k not in sockets}
+    decl = cls.INPUT_TYPES()                             # once: Load Pose Keypoints reads input/ for it
+    sockets = socket_types(cls, decl=decl)
+    required = socket_types(cls, "required", decl=decl)
+    widgets = {k: v for k, v in widget_checks(decl).items() if k not in sockets}
     signature = inspect.signature(fn)
 
     @functools.wraps(fn)
