@@ -299,8 +299,14 @@ def model_path(folder: str, name: str, *, is_dir: bool = False) -> str:
             return path
     roots, _ = _folder(folder)
     top = name.replace("\\", "/").split("/")[0]
-    listed = set(list_models(folder, dirs=is_dir))
+    listed = None
     for root in roots:
+        real_root = os.path.realpath(root)
+        path = os.path.realpath(os.path.join(real_root, name))
+        if os.path.commonpath([real_root, path]) == real_root and (os.path.isdir(path) if is_dir else os.path.isfile(path)):
+            return path
+        if listed is None:          # the walk only for a name that leads out of the folder (a symlink)
+            listed = set(list_models(folder, dirs=is_dir))
         if name in listed or (is_dir and top in listed):      # listed: followed through symlinks
             base = os.path.join(root, top if is_dir else name)
             path = os.path.join(root, name)
@@ -308,12 +314,6 @@ def model_path(folder: str, name: str, *, is_dir: bool = False) -> str:
                       == os.path.realpath(base))
             if inside and (os.path.isdir(path) if is_dir else os.path.isfile(path)):
                 return os.path.realpath(path)
-        real_root = os.path.realpath(root)
-        path = os.path.realpath(os.path.join(real_root, name))
-        if os.path.commonpath([real_root, path]) != real_root:
-            continue
-        if (os.path.isdir(path) if is_dir else os.path.isfile(path)):
-            return path
     raise FlipbookInputError(
         f"{folder} model: {name!r} not found in {roots}; put it in ComfyUI's models/{folder} folder "
         "(or run `python -m comfyui_flipbook make-test-models MODELS_DIR` for tiny test models)")
