@@ -10,16 +10,12 @@ import numpy as np
 import torch
 
 from ..errors import FlipbookInputError, check_image
+from .pipeline import _hull_area
 
 
 def _normalise(kp: np.ndarray) -> np.ndarray:
-    from scipy.spatial import ConvexHull, QhullError
-
     kp = kp - kp.mean(0, keepdims=True)
-    try:
-        area = ConvexHull(kp[:, :2]).volume
-    except (QhullError, ValueError):
-        area = 0.0
+    area = _hull_area(torch.from_numpy(np.ascontiguousarray(kp[:, :2])))       # the pipeline's keypoint area
     return kp / math.sqrt(area) if area > 0 else kp
 
 
