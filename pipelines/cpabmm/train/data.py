@@ -236,6 +236,9 @@ def augment(frames: torch.Tensor, params: dict, g: torch.Generator) -> torch.Ten
 
 
 def _seed_generator(seed: int) -> torch.Generator:
+    """The training code's one CPU generator from an internal seed (per-sample seeds reach 2**62, so
+    they are used as they are, not through pipelines/seeds' hash above 2**32: resume and the shipped
+    model's recipe depend on these draws)."""
     return torch.Generator().manual_seed(int(seed) % (2 ** 63))
 
 

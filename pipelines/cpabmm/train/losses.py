@@ -22,11 +22,12 @@ from torch import nn
 
 from ...errors import FlipbookInputError, fail
 from ..networks import AntiAliasInterpolation2d, coordinate_grid
+from .data import _seed_generator
 
 
 def sample_generators(seeds: torch.Tensor, salt: int) -> list[torch.Generator]:
     """One CPU generator per sample, from its seed and a salt naming the draw."""
-    return [torch.Generator().manual_seed((int(s) * 1_000_003 + salt) % (2 ** 63)) for s in seeds.tolist()]
+    return [_seed_generator(int(s) * 1_000_003 + salt) for s in seeds.tolist()]
 
 
 class ImagePyramid(nn.Module):

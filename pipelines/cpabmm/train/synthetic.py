@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from ... import cpab
 from ...synthetic import synthetic_character
 from .data import _hue
+from .data import _seed_generator as _gen
 
 HELD_OUT = 1_000_000          # clip numbers from here on are the held-out set
 
@@ -24,10 +25,6 @@ def _sprite(size: int) -> torch.Tensor:
     x = rgba.permute(2, 0, 1)[None]
     x = torch.cat([x[:, :3] * x[:, 3:], x[:, 3:]], 1)         # premultiplied for the resampling
     return F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0]
-
-
-def _gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(int(seed) % (2 ** 63))
 
 
 class SyntheticMotion:
